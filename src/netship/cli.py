@@ -1,0 +1,63 @@
+"""The ``netship`` console script: ``invoke.Program`` over the same task collection."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from invoke import Collection, Program
+from invoke.config import Config
+from invoke.exceptions import ParseError
+
+from . import __version__
+from .tasks import ns
+
+
+class NetshipProgram(Program):
+    """Like ``invoke``, but with netship's collection, exit 2 on usage errors, and
+    ``netship pins update`` accepted as well as ``netship pins.update``."""
+
+    def update_config(self, merge: bool = True) -> None:
+        # Load ./invoke.yaml as `invoke` does for the project holding tasks.py.
+        self.config.set_project_location(os.getcwd())
+        self.config.load_project(merge=False)
+        super().update_config(merge)
+
+    def run(self, argv=None, exit: bool = True) -> None:  # noqa: A002 - invoke's name
+        argv = list(sys.argv if argv is None else argv)
+        argv = [argv[0], *join_subcommands(argv[1:], ns)]
+        try:
+            super().run(argv, exit=False)
+        except ParseError as e:
+            print(f"netship: error: {e}", file=sys.stderr)
+            if exit:
+                sys.exit(2)
+            raise
+        except SystemExit:
+            raise
+
+
+def join_subcommands(args: list[str], collection: Collection) -> list[str]:
+    """Rewrite ``GROUP TASK`` as ``GROUP.TASK`` where GROUP is a sub-collection and TASK one
+    of its tasks, so the console script reads like a CLI with subcommands."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        word = args[i]
+        sub = collection.collections.get(word)
+        if sub is not None and i + 1 < len(args) and args[i + 1] in sub.task_names:
+            out.append(f"{word}.{args[i + 1]}")
+            i += 2
+            continue
+        out.append(word)
+        i += 1
+    return out
+
+
+program = NetshipProgram(
+    name="netship", binary="netship", version=__version__, namespace=ns, config_class=Config
+)
+
+
+def main() -> None:
+    program.run()

@@ -1,0 +1,3 @@
+"""Tasks for build (filled in by its issue)."""
+
+TASKS: list = []

@@ -1,0 +1,3 @@
+"""Tasks for bundle (filled in by its issue)."""
+
+TASKS: list = []

@@ -1,0 +1,3 @@
+"""Tasks for fetch and pins (filled in by its issue)."""
+
+TASKS: list = []

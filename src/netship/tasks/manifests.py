@@ -1,0 +1,3 @@
+"""Tasks for manifests (filled in by its issue)."""
+
+TASKS: list = []

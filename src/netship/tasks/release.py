@@ -1,0 +1,3 @@
+"""Tasks for release (filled in by its issue)."""
+
+TASKS: list = []
