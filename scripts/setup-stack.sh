@@ -90,6 +90,20 @@ CFG
   curl -fsS "http://$REGISTRY_ADDR/v2/" >/dev/null || die "registry did not answer on $REGISTRY_ADDR; see $STATE/registry.log"
 fi
 
+# Test base image inputs: Debian busybox-static for every arch (a static binary, so the
+# base is built FROM scratch with no emulation). Cached; a second run only checks files.
+DEBS=${NETSHIP_DEBS_DIR:-$STATE/debs}
+for darch in amd64 arm64 armhf ppc64el s390x; do
+  if ! ls "$DEBS/$darch"/busybox-static_*.deb >/dev/null 2>&1; then
+    log "downloading busybox-static for $darch into $DEBS/$darch"
+    lists="$STATE/apt-lists-$darch"; mkdir -p "$lists/partial" "$DEBS/$darch"; chmod 755 "$DEBS/$darch"
+    aopts=(-o APT::Sandbox::User=root -o "APT::Architecture=$darch" -o "APT::Architectures=$darch" -o "Dir::State::Lists=$lists")
+    apt-get "${aopts[@]}" update -qq
+    (cd "$DEBS/$darch" && apt-get "${aopts[@]}" download busybox-static >/dev/null) \
+      || die "could not download busybox-static for $darch (is the Debian archive reachable?)"
+  fi
+done
+
 command -v skopeo >/dev/null || die "skopeo missing"
 command -v ctr >/dev/null || die "ctr (containerd client) missing"
 log "stack is up: docker $(docker version -f '{{.Server.Version}}'), buildx $(docker buildx version | awk '{print $2}'), registry $REGISTRY_ADDR"
