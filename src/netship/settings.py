@@ -45,6 +45,7 @@ class Settings:
     jobs: int = 4
     retries: int = 5
     timeout: float = 30.0
+    backoff: float = 1.0  # seconds before the first retry; doubles per attempt (capped at 30 s)
     ca_bundle: Path | None = None
     registry: str = DEFAULT_REGISTRY
     builder: str | None = None
