@@ -23,17 +23,38 @@ class NetshipProgram(Program):
         self.config.load_project(merge=False)
         super().update_config(merge)
 
-    def run(self, argv=None, exit: bool = True) -> None:  # noqa: A002 - invoke's name
+    def run(self, argv=None, exit: bool = True) -> int:  # noqa: A002 - invoke's name
+        """Run; exit with the code (``exit=True``) or return it (``exit=False``, for tests).
+
+        invoke's own ``run(exit=False)`` swallows ``Exit`` codes, so run it with exit=True
+        and turn its SystemExit into our code; invoke's parse errors become exit 2.
+        """
         argv = list(sys.argv if argv is None else argv)
         argv = [argv[0], *join_subcommands(argv[1:], ns)]
+        self._parse_failed = False
         try:
-            super().run(argv, exit=False)
-        except ParseError as e:
-            print(f"netship: error: {e}", file=sys.stderr)
-            if exit:
-                sys.exit(2)
+            super().run(argv, exit=True)
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if self._parse_failed and code:
+                code = 2
+        if exit and code:
+            sys.exit(code)
+        return code
+
+    def parse_core(self, argv) -> None:  # noqa: D102
+        try:
+            super().parse_core(argv)
+        except ParseError:
+            self._parse_failed = True
             raise
-        except SystemExit:
+
+    def parse_tasks(self) -> None:  # noqa: D102
+        try:
+            super().parse_tasks()
+        except ParseError:
+            self._parse_failed = True
             raise
 
 
