@@ -54,6 +54,9 @@ class Settings:
     images_dir: Path | None = None  # image specs; default: images/ beside the catalog
     source_date_epoch: int | None = None
     allow_unpinned: bool = False
+    # docker config.json with registry credentials (auths.HOST.auth); None: ~/.docker/config.json
+    docker_config: Path | None = None
+    mirror_file: Path | None = None  # images copied by `mirror`; default: mirror-images.yml beside the catalog
 
     @property
     def build_report(self) -> Path:
