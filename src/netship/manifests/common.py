@@ -16,6 +16,8 @@ from .workloads import containers, pod_specs, set_env
 LAYOUTS = ("per-arch", "multi-arch")
 ARCH_LABEL = "arch"  # pod/selector label that keeps the per-arch DaemonSets' pods apart
 CNI_BIN = "/opt/cni/bin"
+# netship's cni-plugins image (images/cni-plugins.yml) copies its plugins into this mount.
+CNI_INSTALLER_MOUNT = "/host/opt/cni/bin"
 
 
 def _os_only_affinity(spec: Mapping[str, Any]) -> bool:
@@ -74,7 +76,8 @@ def set_images(doc: dict[str, Any], mapping: Mapping[str, str], images: ImageSet
 def add_cni_plugins_installer(doc: dict[str, Any], images: ImageSet, registry: str, arch: Arch | None,
                               pin: bool, volume: str) -> None:
     """First init container: netship's cni-plugins image copies the standard CNI plugins
-    (bridge, host-local, portmap, loopback, ...) to the host's /opt/cni/bin (its entrypoint)."""
+    (bridge, host-local, portmap, loopback, ...) to the host's /opt/cni/bin (its entrypoint
+    writes to /host/opt/cni/bin, where the host's directory is mounted)."""
     for spec in pod_specs(doc):
         vols = spec.setdefault("volumes", [])
         if not any(v.get("name") == volume for v in vols):
@@ -82,7 +85,7 @@ def add_cni_plugins_installer(doc: dict[str, Any], images: ImageSet, registry: s
         spec.setdefault("initContainers", []).insert(0, {
             "name": "install-cni-plugins",
             "image": str(images.ref("cni-plugins", registry, arch, pin)),
-            "volumeMounts": [{"name": volume, "mountPath": CNI_BIN}],
+            "volumeMounts": [{"name": volume, "mountPath": CNI_INSTALLER_MOUNT}],
         })
 
 

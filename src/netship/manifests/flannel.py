@@ -43,6 +43,10 @@ def render(base: list[dict[str, Any]], cluster: ClusterSettings, images: ImageSe
     cm["data"]["cni-conf.json"] = json_text(json.loads(cm["data"]["cni-conf.json"]))
     cm["data"]["net-conf.json"] = json_text(net_conf(cm["data"]["net-conf.json"], cluster))
     ds = find(docs, "DaemonSet")
+    install = next(c for c in ds["spec"]["template"]["spec"]["initContainers"] if c["name"] == "install-cni")
+    # netship's flannel image has no /opt/bin/install-conf (upstream's helper): plain cp.
+    install["command"] = ["cp"]
+    install["args"] = ["-f", "/etc/kube-flannel/cni-conf.json", "/etc/cni/net.d/10-flannel.conflist"]
     out = [d for d in docs if d is not ds]
     for arch, d in arch_daemonsets(ds, arches, layout):
         where = f"flannel DaemonSet {d['metadata']['name']}"

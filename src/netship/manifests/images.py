@@ -1,13 +1,12 @@
 """Image references for the manifests netship writes: from the build report when there is
 one, else from the catalog versions (tags ``REG/NAME:VERSION`` and ``REG/NAME:VERSION-ARCH``).
 
-The build report is read as the JSON of the contract in BRIEF (``images.NAME.version``,
-``.tag``, ``.digest``, ``.arches.ARCH.tag/.digest``); only the fields used here are read.
+The build report is read through ``netship.buildreport``; only the tag part of its
+references is used, so the images can be addressed in any registry they were copied to.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,35 +99,17 @@ def _tag_of(ref: Any, where: str) -> str:
     return parsed.tag
 
 
-def _digest(value: Any, where: str) -> Digest | None:
-    return Digest.parse(str(value), where) if value else None
-
-
 def from_report(path: Path) -> ImageSet:
-    """Read the build report's JSON (the BRIEF contract)."""
-    try:
-        raw = json.loads(Path(path).read_text())
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read build report: {e.strerror or e}") from None
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path}: build report is not JSON: {e.msg} (line {e.lineno})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("images"), dict):
-        raise ConfigError(f"{path}: build report has no 'images' mapping")
+    """Read the build report through ``netship.buildreport`` (the build area's reader)."""
+    from .. import buildreport
+
+    report = buildreport.load(path)
     images: dict[str, Image] = {}
-    for name, entry in sorted(raw["images"].items()):
+    for name, img in sorted(report.images.items()):
         where = f"{path}: images.{name}"
-        if not isinstance(entry, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        arches: dict[Arch, ArchImage] = {}
-        for arch_name, per in sorted((entry.get("arches") or {}).items()):
-            arch = Arch.parse(arch_name, f"{where}.arches")
-            arches[arch] = ArchImage(_tag_of(per.get("tag"), f"{where}.arches.{arch_name}.tag"),
-                                     _digest(per.get("digest"), f"{where}.arches.{arch_name}.digest"))
-        version = str(entry.get("version") or "")
-        tag = _tag_of(entry["tag"], f"{where}.tag") if entry.get("tag") else version
-        if not tag:
-            raise ConfigError(f"{where}: neither tag nor version")
-        images[name] = Image(name, version or tag, tag, _digest(entry.get("digest"), f"{where}.digest"), arches)
+        arches = {a: ArchImage(_tag_of(r.tag, f"{where}.arches.{a.k8s}.tag"), r.digest)
+                  for a, r in img.arches.items()}
+        images[name] = Image(name, img.version, _tag_of(img.tag, f"{where}.tag"), img.digest, arches)
     return ImageSet(images, f"build report {path}")
 
 
