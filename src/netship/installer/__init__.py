@@ -1,0 +1,1 @@
+"""Package data: the POSIX sh offline installer copied into every per-arch bundle."""
