@@ -1,3 +1,54 @@
-"""Tasks for release (filled in by its issue)."""
+"""Tasks for the release pipeline: ``mirror`` and ``release``."""
 
-TASKS: list = []
+from __future__ import annotations
+
+from typing import Any
+
+from .. import buildreport
+from .. import mirror as mirror_mod
+from ..arch import parse_arches
+from ..catalog import load_catalog
+from ..fsutil import remove_stale_temps
+from ..output import emit, note
+from . import netship_task, settings_from
+
+
+@netship_task(
+    help={
+        "arch": "arches to copy: 'all' or a comma-separated list (amd64,arm64,arm,ppc64le,s390x)",
+        "image": "images to copy (names from mirror-images.yml), comma-separated; default: all",
+        "registry": "private registry to copy into (HOST[:PORT][/PREFIX]); default: settings.registry",
+        "keep_all_platforms": "copy upstream's manifest list whole (keeps its digest) instead of "
+                              "filtering it to --arch",
+        "mirror_file": "the list of images to copy; default: mirror-images.yml beside the catalog",
+        "dry_run": "print what would be copied, copy nothing",
+        "json": "print a JSON summary on stdout",
+    }
+)
+def mirror(ctx: Any, arch: str = "all", image: str = "", registry: str = "", keep_all_platforms: bool = False,
+           mirror_file: str = "", dry_run: bool = False, json: bool = False) -> None:
+    """Copy images netship does not build (calico, cilium) into the private registry."""
+    settings = settings_from(ctx, registry=registry or None, mirror_file=mirror_file or None)
+    arches = parse_arches(arch)
+    catalog = load_catalog(settings.catalog_dir)
+    images = mirror_mod.load_mirror_images(mirror_mod.mirror_file(settings), catalog)
+    skipped: list[str] = []
+    names = [n for n in image.replace(" ", ",").split(",") if n] or None
+    steps = mirror_mod.plan_mirror(images, arches, settings.registry, names=names,
+                                   explicit_arches=arch.strip().lower() != "all",
+                                   keep_all_platforms=keep_all_platforms, skipped=skipped)
+    for s in skipped:
+        note(f"skipped: {s}")
+    if dry_run:
+        emit({"dry_run": True, "mirror": [s.to_json() for s in steps], "skipped": skipped}, json,
+             [f"would copy {s.source} -> {s.target} [{', '.join(a.k8s for a in s.arches)}]" for s in steps])
+        return
+    results = mirror_mod.mirror(steps, mirror_mod.default_clients(settings))
+    path = mirror_mod.report_path(settings)
+    remove_stale_temps(path.parent)
+    buildreport.save(path, mirror_mod.report_of(results, settings.registry))
+    emit({"images": [r.to_json() for r in results], "report": str(path), "skipped": skipped}, json,
+         [f"{r.step.target}@{r.digest}" for r in results])
+
+
+TASKS: list = [mirror]
