@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from .. import buildreport
 from .. import mirror as mirror_mod
+from .. import release as release_mod
 from ..arch import parse_arches
 from ..catalog import load_catalog
 from ..fsutil import remove_stale_temps
@@ -51,4 +53,46 @@ def mirror(ctx: Any, arch: str = "all", image: str = "", registry: str = "", kee
          [f"{r.step.target}@{r.digest}" for r in results])
 
 
-TASKS: list = [mirror]
+@netship_task(
+    help={
+        "arch": "arches to release: 'all' (default) or a comma-separated list (amd64,arm64,arm,ppc64le,s390x)",
+        "registry": "where images are pushed and bundles read from (HOST[:PORT][/PREFIX]); "
+                    "default: settings.registry, the local 127.0.0.1:5000",
+        "push": "allow pushing to a non-loopback registry (the project's registry in CI); "
+                "loopback registries are always pushed to",
+        "out": "release folder; default: OUT_DIR/VERSION (release/out/VERSION)",
+        "compression": "outer compression of the bundles: gzip (default), zstd or none",
+        "mirror": "also copy the calico and cilium images (mirror-images.yml) and bundle them "
+                  "(default; --no-mirror skips them)",
+        "dry_run": "print the whole plan (downloads, builds, copies, files) and touch nothing",
+        "json": "print a JSON summary on stdout",
+    }
+)
+def release(ctx: Any, arch: str = "all", registry: str = "", push: bool = False, out: str = "",
+            compression: str = "gzip", mirror: bool = True, dry_run: bool = False, json: bool = False) -> None:
+    """Fetch, build, mirror, bundle and write manifests: one release folder with SHA256SUMS and RELEASE.md."""
+    from ..bundle import COMPRESSIONS
+    from ..errors import unknown
+
+    if compression not in COMPRESSIONS:
+        raise unknown("compression", compression, COMPRESSIONS, "--compression")
+    settings = settings_from(ctx, registry=registry or None)
+    arches = parse_arches(arch)
+    plan = release_mod.plan_release(settings, arches=arches, explicit_arches=arch.strip().lower() != "all",
+                                    out=Path(out) if out else None, push=push, compression=compression,
+                                    mirror_images=mirror)
+    for s in plan.skipped:
+        note(f"skipped: {s}")
+    if dry_run:
+        build = release_mod.build_dry_run(settings, plan)
+        payload = {"dry_run": True, **plan.to_json(release_mod.is_cached(settings)), "build": build}
+        emit(payload, json, release_mod.describe(payload))
+        return
+    result = release_mod.release(settings, plan)
+    emit(result.to_json(), json, [
+        *(f"{name:10} {release_mod.stage_line(info)}" for name, info in result.stages.items()),
+        f"{result.folder}: {'written' if result.changed else 'unchanged'} ({len(result.files)} files)",
+    ])
+
+
+TASKS: list = [mirror, release]
