@@ -103,8 +103,8 @@ class LoopbackRegistry:
         return reg.Registry(self.host, docker_config=docker_config)
 
 
-def _layer(content: bytes, name: str) -> bytes:
-    """A gzip'd tar with one file, byte-stable (mtime 0)."""
+def _layer(content: bytes, name: str) -> tuple[bytes, str]:
+    """A gzip'd tar with one file, byte-stable (mtime 0), and its diff_id (sha256 of the tar)."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
         info = tarfile.TarInfo(name)
@@ -113,7 +113,7 @@ def _layer(content: bytes, name: str) -> bytes:
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as g:
         g.write(raw.getvalue())
-    return out.getvalue()
+    return out.getvalue(), str(sha256_bytes(raw.getvalue()))
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,16 @@ def seed_multiarch(client: reg.Registry, repo: str, tag: str, arches: tuple[Arch
     cfg_mt = reg.OCI_CONFIG if oci else reg.DOCKER_CONFIG
     blobs: set[str] = set()
     entries, per_arch = [], {}
-    base = _push_bytes(client, repo, _layer(shared, "etc/base"), layer_mt)
+    base_gz, base_diff = _layer(shared, "etc/base")
+    base = _push_bytes(client, repo, base_gz, layer_mt)
     blobs.add(str(base.digest))
     for arch in arches:
-        own = _push_bytes(client, repo, _layer(f"{repo} {tag} {arch}\n".encode(), "etc/arch"), layer_mt)
+        own_gz, own_diff = _layer(f"{repo} {tag} {arch}\n".encode(), "etc/arch")
+        own = _push_bytes(client, repo, own_gz, layer_mt)
+        # a config docker load and ctr import accept: diff_ids match the layers
         cfg = {"architecture": arch.oci_architecture, "os": "linux",
-               "rootfs": {"type": "layers", "diff_ids": []}, "config": {"Env": [f"ARCH={arch}"]}}
+               "rootfs": {"type": "layers", "diff_ids": [base_diff, own_diff]},
+               "config": {"Env": [f"ARCH={arch}"]}}
         if arch.oci_variant:
             cfg["variant"] = arch.oci_variant
         cdesc = _push_bytes(client, repo, json.dumps(cfg, sort_keys=True).encode(), cfg_mt)
