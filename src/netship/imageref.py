@@ -26,13 +26,18 @@ _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _IPV6 = r"\[(?:[a-fA-F0-9:]+)\]"
 _HOST = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|{_IPV6})"
 _DOMAIN = rf"{_HOST}(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[\w][\w.-]{0,127}"  # \w as in Go: ASCII only (re.ASCII below)
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 
 _REFERENCE = re.compile(
     rf"^(?P<name>(?:(?P<domain>{_DOMAIN})/)?{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*)"
-    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
+    rf"(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$",
+    re.ASCII,
 )
+# The same shape with upper case allowed in the path: tells "must be lowercase" apart from garbage.
+_REFERENCE_ANY_CASE = re.compile(_REFERENCE.pattern.replace("[a-z0-9]+", "[a-zA-Z0-9]+"), re.ASCII)
+# distribution refuses a name that is 64 hex digits: it would be read as an image ID.
+_IDENTIFIER = re.compile(r"^[a-f0-9]{64}$")
 _NAME_MAX = 255
 
 
@@ -48,7 +53,11 @@ class ImageRef:
         text = text.strip()
         m = _REFERENCE.match(text)
         if not m:
+            if _REFERENCE_ANY_CASE.match(text):
+                raise ConfigError(f"{where}: repository name must be lowercase: {text!r}")
             raise ConfigError(f"{where}: invalid image reference {text!r}")
+        if _IDENTIFIER.match(text):
+            raise ConfigError(f"{where}: {text!r} is a 64-hex image ID, not a repository name")
         name = m.group("name")
         if len(name) > _NAME_MAX:
             raise ConfigError(f"{where}: image name longer than {_NAME_MAX} characters: {text!r}")
@@ -64,7 +73,10 @@ class ImageRef:
             path = f"library/{path}"
         if path != path.lower():
             raise ConfigError(f"{where}: repository name must be lowercase: {text!r}")
-        digest = Digest.parse(m.group("digest"), where) if m.group("digest") else None
+        raw_digest = m.group("digest")
+        if raw_digest and raw_digest != raw_digest.lower():
+            raise ConfigError(f"{where}: digest must be lower-case hex: {text!r}")
+        digest = Digest.parse(raw_digest, where) if raw_digest else None
         return cls(domain, path, m.group("tag"), digest)
 
     @property

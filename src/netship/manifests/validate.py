@@ -11,11 +11,14 @@ unchecked rather than failing.
 from __future__ import annotations
 
 import datetime as dt
+import functools
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import kubernetes_validate
+import jsonschema
+import referencing
 from kubernetes_validate import utils as kv_utils
 
 from ..errors import NetshipError
@@ -39,6 +42,10 @@ END_OF_LIFE: dict[str, dt.date] = {
 }
 
 
+class SchemaMissing(Exception):
+    """kubernetes-validate has no schema for this kind/apiVersion at that version."""
+
+
 class ManifestInvalid(NetshipError):
     """A document fails the Kubernetes schema: exit 1, one line naming file, object and field."""
 
@@ -52,6 +59,35 @@ def shipped_versions() -> list[str]:
     """Kubernetes minors the installed kubernetes-validate has schemas for, oldest first."""
     minors = {".".join(v.split(".")[:2]) for v in kv_utils.all_versions()}
     return sorted(minors, key=_minor_key)
+
+
+@functools.cache
+def _definitions(schema_dir: str) -> referencing.Resource:
+    return referencing.Resource.from_contents(
+        kv_utils.schema_contents(f"kubernetes-json-schema/{schema_dir}/_definitions.json", schema_dir))
+
+
+@functools.cache
+def _validator(version: str, kind: str, api_version: str) -> jsonschema.protocols.Validator:
+    """kubernetes-validate's strict schema for (version, kind, apiVersion), built once.
+
+    Same lookup as ``kubernetes_validate.validate(strict=True)`` (the newest shipped schema
+    not newer than ``version``), but the parsed schemas are kept: that call re-reads the
+    large definitions file for every document.
+    """
+    shipped = [v for v in kv_utils.all_versions() if _minor_key(v) <= _minor_key(version)]
+    if not shipped:
+        raise ManifestInvalid(f"kubernetes-validate {kv_utils.__dict__.get('__version__', '')} has no schemas for {version}")
+    schema_dir = f"v{shipped[-1]}-local-strict"
+    group_version = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", api_version)
+    try:
+        schema = kv_utils.schema_contents(
+            f"kubernetes-json-schema/{schema_dir}/{kind.lower()}-{group_version}.json", version)
+    except FileNotFoundError:
+        raise SchemaMissing(f"{kind} {api_version}") from None
+    registry = referencing.Resource.from_contents(schema) @ referencing.Registry()
+    registry = _definitions(schema_dir) @ registry
+    return jsonschema.validators.Draft202012Validator(schema, registry=registry)
 
 
 def default_versions(today: dt.date | None = None, shipped: Sequence[str] | None = None) -> tuple[str, ...]:
@@ -86,23 +122,34 @@ class ValidationReport:
     unchecked: tuple[str, ...]  # custom resources without a bundled schema
 
 
+def _flatten(docs: Iterable[Any]) -> list[Any]:
+    """Documents with each ``kind: List`` replaced by its items (Lists have no schema)."""
+    out: list[Any] = []
+    for doc in docs:
+        if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
+            out.extend(_flatten(doc["items"]))
+        else:
+            out.append(doc)
+    return out
+
+
 def validate_documents(docs: Iterable[dict[str, Any]], versions: Sequence[str] | None = None,
                        where: str = "manifest") -> ValidationReport:
     versions = tuple(versions or default_versions())
     checked, unchecked = 0, []
-    for i, doc in enumerate(docs):
+    for i, doc in enumerate(_flatten(docs)):
         if not isinstance(doc, dict) or not doc.get("kind") or not doc.get("apiVersion"):
             raise ManifestInvalid(f"{where}: document {i + 1} has no kind/apiVersion")
         name = describe(doc)
         skipped = False
         for version in versions:
             try:
-                kubernetes_validate.validate(doc, version, strict=True)
-            except kubernetes_validate.ValidationError as e:
+                _validator(version, str(doc["kind"]), str(doc["apiVersion"])).validate(doc)
+            except jsonschema.ValidationError as e:
                 path = ".".join(str(p) for p in e.path) or "(top)"
                 raise ManifestInvalid(
                     f"{where}: {name} is invalid for Kubernetes {version}: {path}: {e.message}") from None
-            except kubernetes_validate.SchemaNotFoundError:
+            except SchemaMissing:
                 if is_builtin(str(doc["apiVersion"])):
                     raise ManifestInvalid(
                         f"{where}: {name}: Kubernetes {version} does not serve {doc['kind']} in {doc['apiVersion']}"
