@@ -80,17 +80,19 @@ trap 'rm -rf "$TMP"' EXIT INT TERM
 if grep -v -q -E '^[0-9a-f]{64}  [^ /][^ ]*$' SHA256SUMS; then
   die "SHA256SUMS has malformed lines; refusing to install"
 fi
-if ! sha256sum --check --strict --quiet SHA256SUMS >"$TMP/check" 2>&1; then
-  sed 's/^/  /' "$TMP/check" >&2
-  die "files do not match SHA256SUMS; refusing to install"
-fi
+bad=0
 sed -e 's/^[0-9a-f]\{64\}  //' SHA256SUMS | LC_ALL=C sort >"$TMP/listed"
 find . -type f ! -path ./SHA256SUMS | sed -e 's|^\./||' | LC_ALL=C sort >"$TMP/present"
 if ! cmp -s "$TMP/listed" "$TMP/present"; then
   LC_ALL=C comm -13 "$TMP/listed" "$TMP/present" | sed 's/^/  extra file: /' >&2
   LC_ALL=C comm -23 "$TMP/listed" "$TMP/present" | sed 's/^/  missing file: /' >&2
-  die "bundle content differs from SHA256SUMS; refusing to install"
+  bad=1
 fi
+if ! sha256sum --check --strict --quiet SHA256SUMS >"$TMP/check" 2>&1; then
+  grep -v 'No such file or directory' "$TMP/check" | sed 's/^/  /' >&2
+  bad=1
+fi
+[ "$bad" = 0 ] || die "bundle content does not match SHA256SUMS; refusing to install"
 say "verified $(wc -l <SHA256SUMS | tr -d ' ') files against SHA256SUMS"
 [ "$VERIFY_ONLY" = 1 ] && exit 0
 
