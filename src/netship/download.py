@@ -19,6 +19,7 @@ Rules (each one is tested against a real loopback server):
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import hashlib
 import os
@@ -60,6 +61,7 @@ class Downloaded:
     size: int
     attempts: int
     resumed: bool = False  # some bytes came from an earlier attempt or run (HTTP Range)
+    rejected: tuple[str, ...] = ()  # mirrors tried before this one that served wrong bytes
 
 
 @dataclass(frozen=True)
@@ -123,6 +125,9 @@ class Downloader:
         self._local = threading.local()
         self._lock = threading.Lock()
         self.retries: list[RetryEvent] = []  # every retry taken, for reports and tests
+        # Always verify TLS. Given per request so that REQUESTS_CA_BUNDLE in the environment
+        # cannot override an explicit --ca-bundle (requests would let it).
+        self._verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
         self.requests_made = 0
 
     # -- sessions -------------------------------------------------------------------------
@@ -131,7 +136,6 @@ class Downloader:
         if s is None:
             s = requests.Session()
             s.trust_env = True  # HTTP(S)_PROXY / NO_PROXY from the environment
-            s.verify = str(self.settings.ca_bundle) if self.settings.ca_bundle else True
             s.headers["User-Agent"] = USER_AGENT
             s.headers["Accept-Encoding"] = "identity"  # we hash the bytes as served
             self._local.session = s
@@ -143,7 +147,7 @@ class Downloader:
         if url.startswith("file://"):
             raise _GiveUp("file:// URLs are read directly")  # handled by callers
         return self._session().get(
-            url, headers=headers or {}, stream=True, allow_redirects=True,
+            url, headers=headers or {}, stream=True, allow_redirects=True, verify=self._verify,
             timeout=(self.settings.timeout, self.settings.timeout),
         )
 
@@ -234,6 +238,8 @@ class Downloader:
                 mismatches.append(err)
                 errors.append(f"{url}: sha256 {got.digest.hex} (expected {expected.hex})")
                 continue
+            if mismatches:
+                return dataclasses.replace(got, rejected=tuple(str(m) for m in mismatches))
             return got
         if mismatches and len(mismatches) == len(urls):
             raise mismatches[-1] if len(urls) == 1 else ChecksumMismatch(

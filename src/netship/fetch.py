@@ -65,6 +65,7 @@ class FetchedAsset:
     tree: Path
     files: tuple[str, ...]
     repaired: tuple[str, ...] = ()  # what --verify found corrupt and replaced
+    rejected: tuple[str, ...] = ()  # checksum mismatches from mirrors tried before the one that worked
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +75,7 @@ class FetchedAsset:
             "source": self.source, "pinned": self.pinned, "pin_source": self.pin_source,
             "upstream_checksum": self.upstream_checksum, "blob": str(self.blob),
             "tree": str(self.tree), "files": list(self.files), "repaired": list(self.repaired),
+            "rejected_mirrors": list(self.rejected),
         }
 
 
@@ -106,10 +108,11 @@ class FetchReport:
         for a in self.assets:
             flag = "" if a.pinned else f"  UNPINNED (upstream checksum: {a.upstream_checksum})"
             fixed = f"  repaired: {', '.join(a.repaired)}" if a.repaired else ""
+            fixed += f"  ({len(a.rejected)} mirror(s) served wrong bytes)" if a.rejected else ""
             lines.append(f"{a.status:10} {a.key:46} {a.digest.hex[:16]}  {a.size:>11} B  {a.tree}{flag}{fixed}")
         lines.append(f"{len(self.assets)} assets: {self.to_json()['downloaded']} downloaded, "
-                     f"{self.to_json()['cached']} cached, {len(self.unpinned)} unpinned")
-        lines.extend(f"skipped: {s}" for s in self.skipped)
+                     f"{self.to_json()['cached']} cached, {len(self.unpinned)} unpinned"
+                     + (f", {len(self.skipped)} arch(es) skipped (not published)" if self.skipped else ""))
         return lines
 
 
@@ -198,10 +201,12 @@ def _fetch_one(settings: Settings, cache: Cache, downloader: Downloader, asset: 
     cb = progress.for_asset(asset.key)
     urls = mirror_urls(settings, asset.url)
     repaired: list[str] = []
+    rejected: list[str] = []
     if asset.pin.known:
         digest = asset.pin.sha256
         assert digest is not None
-        status, source, size = _ensure_blob(cache, downloader, digest, urls, asset.key, verify, cb, repaired)
+        status, source, size = _ensure_blob(cache, downloader, digest, urls, asset.key, verify, cb, repaired,
+                                            rejected)
         upstream_note = "not needed (pinned)"
     else:
         digest, status, source, size, upstream_note = _ensure_unpinned(
@@ -213,12 +218,12 @@ def _fetch_one(settings: Settings, cache: Cache, downloader: Downloader, asset: 
         name=asset.name, url=asset.url, digest=digest, size=size, status=status, source=source,
         pinned=asset.pin.known, pin_source=asset.pin.source if asset.pin.known else "unpinned",
         upstream_checksum=upstream_note, blob=cache.blob_path(digest), tree=tree_path(settings, asset),
-        files=tuple(files), repaired=tuple(repaired),
+        files=tuple(files), repaired=tuple(repaired), rejected=tuple(rejected),
     )
 
 
 def _ensure_blob(cache: Cache, downloader: Downloader, digest: Digest, urls: list[str], what: str,
-                 verify: bool, cb: Any, repaired: list[str]) -> tuple[str, str | None, int]:
+                 verify: bool, cb: Any, repaired: list[str], rejected: list[str]) -> tuple[str, str | None, int]:
     path = cache.blob_path(digest)
     if not verify and path.is_file():  # fast path: no lock, no hashing, no request
         return CACHED, None, path.stat().st_size
@@ -230,6 +235,7 @@ def _ensure_blob(cache: Cache, downloader: Downloader, digest: Digest, urls: lis
             repaired.append("blob")
         got = downloader.download(urls, cache.partial_path(digest.hex), what=what, expected=digest, progress=cb)
         cache.commit(cache.partial_path(digest.hex), digest)
+        rejected.extend(got.rejected)
         return DOWNLOADED, got.url, got.size
 
 

@@ -249,16 +249,18 @@ def test_redirect_is_followed(env):
     assert a.digest.hex == env.up.digests[a.url]
 
 
-def test_wrong_bytes_on_one_mirror_then_next_mirror(env, tmp_path, caplog):
+def test_wrong_bytes_on_one_mirror_then_next_mirror(env, tmp_path):
     path = asset_path(env)
     with LoopbackServer(env.mirror) as bad:
         bad.faults[path] = ServeBytes(b"evil twin" * 50)
         s = env.settings.replace(mirrors=(bad.url, env.srv.url))
-        with caplog.at_level("INFO", logger="netship"):
-            a = fetch(s, select(s, *CNI)).assets[0]
+        report = fetch(s, select(s, *CNI))
+    a = report.assets[0]
     assert a.source.startswith(env.srv.url)
     assert a.digest.hex == env.up.digests[a.url]
-    assert "checksum mismatch for cni-plugins/v1.9.1/amd64" in caplog.text
+    [rejected] = a.rejected  # reported, in the JSON summary too
+    assert rejected.startswith(f"checksum mismatch for cni-plugins/v1.9.1/amd64 from {bad.url}/")
+    assert report.to_json()["assets"][0]["rejected_mirrors"] == [rejected]
     assert_cache_clean(s)
 
 
@@ -428,3 +430,51 @@ def test_traversal_archive_is_refused_through_fetch(env):
     assert not list(env.settings.cache_dir.rglob("escaped"))
     assert not (env.tmp / "escaped").exists()
     assert_cache_clean(env.settings)
+
+
+# -- TLS ----------------------------------------------------------------------------------------
+
+def _self_signed(tmp_path) -> tuple[Path, Path]:
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "netship test mirror")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1)).not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_pem, key_pem = tmp_path / "ca.pem", tmp_path / "key.pem"
+    cert_pem.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_pem.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                          serialization.NoEncryption()))
+    return cert_pem, key_pem
+
+
+def test_tls_is_verified_and_ca_bundle_is_used(env, tmp_path, monkeypatch):
+    pytest.importorskip("cryptography")
+    import ssl
+
+    for var in ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+        monkeypatch.delenv(var, raising=False)
+    cert, key = _self_signed(tmp_path)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    tls = LoopbackServer(env.mirror)
+    tls.httpd.socket = ctx.wrap_socket(tls.httpd.socket, server_side=True)
+    with tls:
+        url = tls.url.replace("http://", "https://")
+        s = env.settings.replace(mirrors=(url,))
+        with pytest.raises(FetchError, match=r"TLS error: SSLError.*CERTIFICATE_VERIFY_FAILED|TLS error"):
+            fetch(s, select(s, *CNI))
+        assert_cache_clean(s)
+        a = fetch(s.replace(ca_bundle=cert), select(s, *CNI)).assets[0]
+    assert a.source.startswith("https://127.0.0.1:") and a.digest.hex == env.up.digests[a.url]

@@ -16,7 +16,8 @@ _COMMON_HELP = {
               "(kubespray's files_repo layout). Default: settings.mirrors (upstream).",
     "jobs": "Parallel downloads (default: settings.jobs, 4).",
     "json": "Print a machine-readable summary on stdout (notes and progress stay on stderr).",
-    "ca-bundle": "PEM file of extra CA certificates for HTTPS (TLS is always verified).",
+    "ca-bundle": "PEM file of the CA certificates to verify HTTPS servers with, instead of the default "
+                 "bundle (e.g. an internal mirror's CA). TLS is always verified.",
     "cache-dir": "Cache folder: sha256/<hex> blobs, tree/COMPONENT/VERSION/ARCH (default ~/.cache/netship).",
     "catalog-dir": "Folder holding catalog.yml and pins.lock (default: ./release).",
     "retries": "Retries per URL after the first attempt, on connection errors, resets, timeouts, 5xx "
