@@ -203,7 +203,7 @@ class Executor:
             out = (e.stderr or e.stdout).strip().splitlines()
             errors = [line for line in out if "ERROR" in line or "error:" in line.lower()]
             tail = (errors or out or ["no output"])[-1].strip()
-            raise BuildError(f"{what} failed: {tail} (NETSHIP_DEBUG=1 shows the command)") from None
+            raise BuildError(f"{what} failed: {tail} (`netship build --dry-run` shows the buildx command)") from None
         except MissingTool:
             raise MissingTool("docker not found on PATH: install Docker Engine with buildx") from None
 

@@ -178,7 +178,7 @@ def test_buildx_failure_is_one_line_with_the_error(catalog, tree, tmp_path):
     reg = FakeRegistry()
     with pytest.raises(BuildError) as e:
         run(make(catalog, tree, names=["flannel"]), tmp_path, reg, FakeBuildx(reg, fail_on="linux/arm64"))
-    assert str(e.value) == "building flannel for linux/arm64 failed: error: failed to solve: boom here (NETSHIP_DEBUG=1 shows the command)"
+    assert str(e.value) == "building flannel for linux/arm64 failed: error: failed to solve: boom here (`netship build --dry-run` shows the buildx command)"
 
 
 def test_torn_state_file_costs_a_rebuild_not_an_error(tmp_path):
