@@ -212,7 +212,7 @@ class ReleaseResult:
     def to_json(self) -> dict[str, Any]:
         return {"version": self.plan.version, "folder": str(self.folder), "changed": self.changed,
                 "registry": self.plan.registry, "arches": [a.k8s for a in self.plan.arches],
-                "stages": self.stages,
+                "stages": self.stages, "stage_order": list(self.stages),
                 "files": {p: {"size": s, "sha256": h} for p, (s, h) in sorted(self.files.items())},
                 "skipped": list(self.plan.skipped)}
 
@@ -320,6 +320,8 @@ def release(settings: Settings, plan: ReleasePlan, *, fetcher: Callable | None =
                                  "assets": arch_assets if arch else {}, "cluster": _file_text(settings.cluster_file)})
                 state.inputs[name] = key
                 if prev.inputs.get(name) == key and _reuse(final / name, tmp / name):
+                    for side in final.glob(f"{name}.*"):  # the bundle's sidecars (NAME.sha256)
+                        _reuse(side, tmp / side.name)
                     reused.append(name)
                     continue
                 rdir = work / (arch.k8s if arch else "multi")
