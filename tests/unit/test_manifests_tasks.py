@@ -120,3 +120,27 @@ def test_docker_opts_env_and_daemon_json(env, capsys):
                "--daemon-json", "daemon.json", "--out", "daemon.json") == 0
     assert json.loads((env / "daemon.json").read_text()) == {
         "log-driver": "journald", "bip": "10.2.26.1/24", "ip-masq": True, "mtu": 1450}
+
+
+def test_rewrite_pin_digests_from_the_build_report_then_the_registry(env, capsys):
+    from tests.unit.test_manifests import build_report, fake_digest
+
+    (env / "out").mkdir()
+    (env / "out" / "build-report.json").write_text(json.dumps(build_report()))
+
+    def pod(*images):
+        (env / "p.yml").write_text(yaml.safe_dump({
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
+            "spec": {"containers": [{"name": f"c{i}", "image": im} for i, im in enumerate(images)]}}))
+
+    # moved references that are exactly the report's tags get the report's digests, no network
+    pod("127.0.0.1:5000/flannel:v0.28.9-arm64", "elsewhere.io/kube-router:v2.11.1")
+    assert run("manifests", "rewrite", "p.yml", "--registry", "127.0.0.1:5000", "--pin-digests") == 0
+    got = yaml.safe_load(capsys.readouterr().out)
+    assert [c["image"] for c in got["spec"]["containers"]] == [
+        f"127.0.0.1:5000/flannel:v0.28.9-arm64@{fake_digest('flannel', 'v0.28.9', 'arm64')}",
+        f"127.0.0.1:5000/kube-router:v2.11.1@{fake_digest('kube-router', 'v2.11.1')}"]
+    # anything else is asked of the registry: here a loopback port nobody listens on -> exit 1
+    pod("ghcr.io/x/flannel:v0.28.9-arm64")
+    assert run("manifests", "rewrite", "p.yml", "--registry", "127.0.0.1:1", "--pin-digests") == 1
+    assert "127.0.0.1:1" in capsys.readouterr().err
