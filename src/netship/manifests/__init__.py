@@ -32,6 +32,7 @@ from .common import LAYOUTS
 from .images import ImageSet, load_images
 from .rewrite import DigestResolver, ImageChange
 from .validate import ValidationReport, validate_documents
+from .workloads import containers
 from .yamlio import dump_documents, load_file
 
 NETWORKS = ("flannel", "kube-router", "calico", "cilium")
@@ -121,14 +122,8 @@ def render_network(network: str, cluster: ClusterSettings, images: ImageSet | No
         raise UsageError(f"{network}: no images (no build report and no catalog)")
     chosen = _arches_for(images, module.IMAGES, arches, network)
     docs = module.render(load_template(module.TEMPLATE), cluster, images, registry, chosen, layout, pin_digests)
-    refs = sorted({str(c["image"]) for d in docs for _f, c in _containers(d)})
+    refs = sorted({str(c["image"]) for d in docs for _f, c in containers(d)})
     return Rendered(f"{network}.yml", network, layout, chosen, tuple(docs), tuple(refs))
-
-
-def _containers(doc: dict[str, Any]):
-    from .workloads import containers
-
-    return containers(doc)
 
 
 def write_manifests(settings: Settings, *, network: str | None = None, arches: Sequence[Arch] | None = None,
@@ -177,8 +172,5 @@ def plan_manifests(settings: Settings, *, network: str | None = None, arches: Se
         images = load_images(settings.build_report, catalog)
     rendered = [render_network(network, cluster, images, registry=registry, arches=arches, layout=layout,
                                pin_digests=pin_digests, calico_manifest=calico_manifest, resolve=resolve)]
-    report = None
-    for r in rendered:
-        report = validate_documents(r.documents, validate_versions, r.filename)
-    assert report is not None
-    return rendered, report
+    (only,) = rendered
+    return rendered, validate_documents(only.documents, validate_versions, only.filename)
