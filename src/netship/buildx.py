@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from .arch import Arch
 from .buildplan import (
     MULTI_PLATFORM,
     PER_PLATFORM,
+    ArchTarget,
     BuildCall,
     BuilderInfo,
     BuildPlan,
@@ -188,12 +191,14 @@ Runner = Callable[..., Any]
 
 class Executor:
     def __init__(self, plan: BuildPlan, state: BuildState, probe: RegistryProbe | None = None,
-                 runner: Runner | None = None, work_dir: Path | None = None):
+                 runner: Runner | None = None, work_dir: Path | None = None, jobs: int = 1):
         self.plan, self.state = plan, state
         self.probe = probe or RegistryProbe()
         self.runner = runner
         self.work_dir = work_dir
+        self.jobs = max(1, jobs)
         self.actions: list[Action] = []
+        self._lock = threading.Lock()
 
     def _run(self, argv: list[str], what: str) -> None:
         run = self.runner or proc.run
@@ -233,14 +238,35 @@ class Executor:
 
     def run(self) -> BuildOutcome:
         images = {}
-        for img in self.plan.images:
-            if self.plan.strategy == PER_PLATFORM:
-                images[img.name] = self._per_platform(img)
-            else:
+        if self.plan.strategy == PER_PLATFORM:
+            # Every image x arch is its own buildx call: run up to `jobs` of them at once
+            # (BuildKit solves them concurrently), then join each image's list.
+            work = [(img, t, call) for img in self.plan.images for t, call in zip(img.targets, img.calls, strict=True)]
+            digests: dict[tuple[str, Arch], Digest | None] = {}
+            try:
+                if self.jobs == 1 or len(work) <= 1:
+                    for item in work:
+                        digests[(item[0].name, item[1].arch)] = self._target(*item)
+                else:
+                    with ThreadPoolExecutor(max_workers=min(self.jobs, len(work))) as pool:
+                        futures = [(item, pool.submit(self._target, *item)) for item in work]
+                        for item, f in futures:
+                            digests[(item[0].name, item[1].arch)] = f.result()
+            finally:
+                self.state.save()  # keep what did get pushed, even when one build failed
+            for img in self.plan.images:
+                images[img.name] = self._join(img, {t.arch: digests[(img.name, t.arch)] for t in img.targets})
+                self.state.save()
+        else:
+            for img in self.plan.images:
                 images[img.name] = self._multi_platform(img)
-            self.state.save()
+                self.state.save()
+        # Plan order (image, then arch, the list last), whatever order the threads finished in.
+        image_index = {img.name: i for i, img in enumerate(self.plan.images)}
+        arch_index = {a.k8s: i for i, a in enumerate(Arch)}
+        actions = sorted(self.actions, key=lambda a: (image_index[a.image], arch_index.get(a.arch or "", len(arch_index))))
         report = BuildReport(registry=self.plan.registry, images=images)
-        return BuildOutcome(self.plan, report, tuple(self.actions))
+        return BuildOutcome(self.plan, report, tuple(actions))
 
     def _result(self, img: ImagePlan, list_digest: Digest | None, digests: Mapping[Arch, Digest | None]) -> ImageResult:
         return ImageResult(
@@ -248,22 +274,25 @@ class Executor:
             components=dict(img.components),
             arches={t.arch: ArchResult(t.arch, t.platform, t.tag, digests.get(t.arch)) for t in img.targets})
 
-    def _per_platform(self, img: ImagePlan) -> ImageResult:
-        digests: dict[Arch, Digest | None] = {}
-        for t, call in zip(img.targets, img.calls, strict=True):
-            start = time.monotonic()
-            cached = self._unchanged(self.state.targets.get(t.tag), t.input_hash, t.tag)
-            if cached is not None:
-                digests[t.arch] = cached
+    def _target(self, img: ImagePlan, t: ArchTarget, call: BuildCall) -> Digest | None:
+        """Build and push one image x arch unless the registry already holds it unchanged."""
+        start = time.monotonic()
+        cached = self._unchanged(self.state.targets.get(t.tag), t.input_hash, t.tag)
+        if cached is not None:
+            with self._lock:
                 self.actions.append(Action(img.name, t.arch.k8s, "cached", False, time.monotonic() - start, str(cached)))
-                continue
-            note(f"building {t.tag} ({t.platform})")
-            d = self._build(call, f"building {img.name} for {t.platform}")
-            digests[t.arch] = d
+            return cached
+        note(f"building {t.tag} ({t.platform})")
+        d = self._build(call, f"building {img.name} for {t.platform}")
+        with self._lock:
             if self.plan.push and d is not None:
                 self.state.targets[t.tag] = {"input_hash": t.input_hash, "digest": str(d)}
             self.actions.append(Action(img.name, t.arch.k8s, "build", self.plan.push, time.monotonic() - start,
                                        str(d) if d else None))
+        return d
+
+    def _join(self, img: ImagePlan, digests: Mapping[Arch, Digest | None]) -> ImageResult:
+        """Point the list tag at the per-arch images (imagetools create), unless it already does."""
         if not self.plan.push:
             return self._result(img, None, digests)
         start = time.monotonic()
@@ -315,10 +344,10 @@ class Executor:
 
 
 def execute(plan: BuildPlan, state: BuildState, *, probe: RegistryProbe | None = None,
-            runner: Runner | None = None, work_dir: Path | None = None) -> BuildOutcome:
+            runner: Runner | None = None, work_dir: Path | None = None, jobs: int = 1) -> BuildOutcome:
     if plan.strategy not in (PER_PLATFORM, MULTI_PLATFORM):
         raise BuildError(f"unknown build strategy {plan.strategy!r}")
-    return Executor(plan, state, probe, runner, work_dir).run()
+    return Executor(plan, state, probe, runner, work_dir, jobs).run()
 
 
 # ---------------------------------------------------------------------------- the whole job
@@ -396,7 +425,7 @@ def build(
     if push:
         check_registry(settings.registry, timeout=min(settings.timeout, 10.0))
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
-    outcome = execute(plan, state, probe=probe, work_dir=settings.cache_dir)
+    outcome = execute(plan, state, probe=probe, work_dir=settings.cache_dir, jobs=settings.jobs)
     path = settings.build_report
     previous = None
     if path.exists():

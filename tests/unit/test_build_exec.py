@@ -181,6 +181,34 @@ def test_buildx_failure_is_one_line_with_the_error(catalog, tree, tmp_path):
     assert str(e.value) == "building flannel for linux/arm64 failed: error: failed to solve: boom here (`netship build --dry-run` shows the buildx command)"
 
 
+def test_parallel_builds_give_the_same_result_in_plan_order(catalog, tree, tmp_path):
+    reg1, reg4 = FakeRegistry(), FakeRegistry()
+    bx1, bx4 = FakeBuildx(reg1), FakeBuildx(reg4)
+    one = execute(make(catalog, tree), BuildState.load(tmp_path / "s1.json"), probe=reg1, runner=bx1, work_dir=tmp_path)
+    four = execute(make(catalog, tree), BuildState.load(tmp_path / "s4.json"), probe=reg4, runner=bx4,
+                   work_dir=tmp_path, jobs=4)
+    assert four.report == one.report and reg4.tags == reg1.tags
+    def calls(bx):  # without the temporary metadata file names
+        return sorted(tuple(a for a in c if "netship-buildx-" not in a) for c in bx.calls)
+
+    assert calls(bx4) == calls(bx1)
+    assert [(a.image, a.arch, a.kind) for a in four.actions] == [(a.image, a.arch, a.kind) for a in one.actions]
+    assert [(a.image, a.arch) for a in four.actions][:6] == [
+        ("cni-plugins", a) for a in ("amd64", "arm64", "arm", "ppc64le", "s390x")] + [("cni-plugins", None)]
+
+
+def test_a_failed_build_keeps_the_others_state(catalog, tree, tmp_path):
+    reg = FakeRegistry()
+    with pytest.raises(BuildError):
+        execute(make(catalog, tree, names=["flannel"]), BuildState.load(tmp_path / "s.json"), probe=reg,
+                runner=FakeBuildx(reg, fail_on="linux/s390x"), work_dir=tmp_path)
+    saved = BuildState.load(tmp_path / "s.json")
+    assert sorted(saved.targets) == [f"{REG}/flannel:v0.28.9-{a}" for a in ("amd64", "arm", "arm64", "ppc64le")]
+    bx = FakeBuildx(reg)
+    execute(make(catalog, tree, names=["flannel"]), saved, probe=reg, runner=bx, work_dir=tmp_path)
+    assert [c[c.index("--platform") + 1] for c in bx.calls if c[2] == "build"] == ["linux/s390x"]
+
+
 def test_torn_state_file_costs_a_rebuild_not_an_error(tmp_path):
     (tmp_path / "state.json").write_text("{not json")
     assert BuildState.load(tmp_path / "state.json").targets == {}
