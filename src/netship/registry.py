@@ -205,7 +205,10 @@ class Registry:
         self.session.verify = str(ca_bundle) if ca_bundle else True
         self.session.trust_env = False  # never route through a proxy from the environment
         auths = load_docker_auths(docker_config)
-        self._creds = auths.get(self.host) or (auths.get("docker.io") if "docker.io" in self.host else None)
+        # Docker Hub: `docker login` stores the key https://index.docker.io/v1/, the API is registry-1.docker.io
+        hub = ("index.docker.io", "docker.io", "registry-1.docker.io")
+        self._creds = auths.get(self.host) or (
+            next((auths[h] for h in hub if h in auths), None) if self.host in hub else None)
         self._tokens: dict[str, str] = {}  # scope -> bearer token
         self._basic = False
 

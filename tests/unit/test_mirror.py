@@ -132,3 +132,17 @@ def test_filter_index_missing_arch_names_what_the_list_has():
 def test_docker_hub_api_host():
     assert mm.api_host("docker.io") == "registry-1.docker.io"
     assert mm.api_host("quay.io") == "quay.io"
+
+
+def test_docker_hub_credentials_from_docker_login_key(tmp_path):
+    import base64
+
+    cfg = tmp_path / "config.json"
+    auth = base64.b64encode(b"bob:hunter2").decode()
+    cfg.write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": auth},
+                                         "quay.io": {"auth": base64.b64encode(b"q:p").decode()}}}))
+    hub = reg.Registry(mm.api_host("docker.io"), docker_config=cfg)
+    assert hub._creds == ("bob", "hunter2")
+    assert reg.Registry("quay.io", docker_config=cfg)._creds == ("q", "p")
+    assert reg.Registry("ghcr.io", docker_config=cfg)._creds is None
+    assert "hunter2" not in repr(hub)
