@@ -335,3 +335,24 @@ def test_report_merge_keeps_other_images():
     merged = r.merged(other)
     assert sorted(merged.images) == ["flannel", "x"]
     assert buildreport.BuildReport(registry="elsewhere").merged(other) == other
+
+
+def test_no_docker_no_daemon_no_buildx_messages(monkeypatch):
+    import netship.proc
+    from netship.errors import MissingTool
+
+    def missing(argv, **kw):
+        raise MissingTool("docker not found on PATH")
+
+    monkeypatch.setattr(netship.proc, "run", missing)
+    with pytest.raises(MissingTool, match=r"^docker not found on PATH: install Docker Engine with buildx"):
+        stack.check_docker()
+
+    def no_daemon(argv, **kw):
+        raise CommandError(list(argv), 1, "", "Cannot connect to the Docker daemon at unix:///var/run/docker.sock.")
+
+    monkeypatch.setattr(netship.proc, "run", no_daemon)
+    with pytest.raises(BuildError, match=r"^the Docker daemon does not answer \(Cannot connect.*\): start dockerd"):
+        stack.check_docker()
+    with pytest.raises(MissingTool, match=r"^docker buildx is not installed: put the docker-buildx plugin in ~/.docker/cli-plugins/"):
+        stack.check_buildx()
