@@ -24,11 +24,12 @@ import contextlib
 import gzip
 import hashlib
 import importlib.resources
-import io
 import json
 import os
 import shutil
+import struct
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -311,21 +312,132 @@ def installer_script() -> bytes:
     return importlib.resources.files("netship.installer").joinpath("install.sh").read_bytes()
 
 
-@contextlib.contextmanager
-def compressor(f: BinaryIO, compression: str) -> Iterator[BinaryIO]:
-    """A deterministic compressing writer over ``f``; closing it finishes the stream."""
-    if compression == "gzip":
-        with gzip.GzipFile(filename="", mode="wb", fileobj=f, mtime=0, compresslevel=GZIP_LEVEL) as gz:
-            yield gz  # type: ignore[misc]
-    elif compression == "zstd":
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"  # no name, mtime 0, OS unknown
+_STORED_MAX = 0xFFFF
+
+
+class _Plain:
+    def __init__(self, f: BinaryIO):
+        self._f = f
+
+    def write(self, data: bytes) -> None:
+        self._f.write(data)
+
+    write_stored = write
+
+    def finish(self) -> None:
+        pass
+
+
+class _Gzip:
+    """Deterministic gzip (one member, no name, mtime 0).
+
+    Data written with ``write`` is deflated at GZIP_LEVEL; data written with ``write_stored``
+    (the image archive: its layers are already compressed) goes into deflate *stored*
+    blocks after a full flush, which every gzip reader accepts and which costs a copy and
+    a CRC instead of a futile second compression.
+    """
+
+    def __init__(self, f: BinaryIO):
+        self._f = f
+        self._z = zlib.compressobj(GZIP_LEVEL, zlib.DEFLATED, -zlib.MAX_WBITS)
+        self._crc = 0
+        self._size = 0
+        self._dirty = False
+        f.write(GZIP_HEADER)
+
+    def write(self, data: bytes) -> None:
+        if data:
+            self._crc = zlib.crc32(data, self._crc)
+            self._size += len(data)
+            self._f.write(self._z.compress(data))
+            self._dirty = True
+
+    def write_stored(self, data: bytes) -> None:
+        if not data:
+            return
+        if self._dirty:  # end the current block, byte-aligned, with no reference to earlier data
+            self._f.write(self._z.flush(zlib.Z_FULL_FLUSH))
+            self._dirty = False
+        self._crc = zlib.crc32(data, self._crc)
+        self._size += len(data)
+        view = memoryview(data)
+        for i in range(0, len(data), _STORED_MAX):
+            chunk = view[i:i + _STORED_MAX]
+            n = len(chunk)
+            self._f.write(b"\x00" + struct.pack("<HH", n, n ^ 0xFFFF))
+            self._f.write(chunk)
+
+    def finish(self) -> None:
+        self._f.write(self._z.flush(zlib.Z_FINISH))
+        self._f.write(struct.pack("<II", self._crc, self._size & 0xFFFFFFFF))
+
+
+class _Zstd:
+    def __init__(self, f: BinaryIO):
         import zstandard
 
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True,
                                         write_content_size=False, threads=0)
-        with cctx.stream_writer(f, closefd=False) as zw:
-            yield zw  # type: ignore[misc]
-    else:
-        yield f
+        self._w = cctx.stream_writer(f, closefd=False)
+
+    def write(self, data: bytes) -> None:
+        self._w.write(data)
+
+    write_stored = write
+
+    def finish(self) -> None:
+        self._w.close()
+
+
+def compressor(f: BinaryIO, compression: str) -> _Plain | _Gzip | _Zstd:
+    """A deterministic compressing writer over ``f``; ``finish()`` ends the stream."""
+    return {"gzip": _Gzip, "zstd": _Zstd, "none": _Plain}[compression](f)
+
+
+class _TarWriter:
+    """A streaming GNU tar writer (tarfile's headers) that lets file data bypass compression."""
+
+    def __init__(self, out: _Plain | _Gzip | _Zstd, mtime: int):
+        self._out, self._mtime, self._offset = out, mtime, 0
+
+    def _header(self, info: tarfile.TarInfo) -> None:
+        buf = info.tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+        self._out.write(buf)
+        self._offset += len(buf)
+
+    def _pad(self, size: int) -> None:
+        pad = -size % 512
+        if pad:
+            self._out.write(bytes(pad))
+            self._offset += pad
+
+    def add_dir(self, name: str) -> None:
+        self._header(_tar_info(name, 0, 0o755, self._mtime, is_dir=True))
+
+    def add_bytes(self, name: str, data: bytes, mode: int) -> None:
+        self._header(_tar_info(name, len(data), mode, self._mtime))
+        self._out.write(data)
+        self._offset += len(data)
+        self._pad(len(data))
+
+    def add_file(self, name: str, path: Path, size: int, mode: int, *, stored: bool = False) -> None:
+        self._header(_tar_info(name, size, mode, self._mtime))
+        write = self._out.write_stored if stored else self._out.write
+        n = 0
+        with open(path, "rb") as f:
+            while chunk := f.read(CHUNK):
+                write(chunk)
+                n += len(chunk)
+        if n != size:
+            raise BundleError(f"{path}: changed while bundling ({n} bytes, expected {size})")
+        self._offset += n
+        self._pad(n)
+
+    def close(self) -> None:
+        end = self._offset + 2 * 512
+        total = -(-end // tarfile.RECORDSIZE) * tarfile.RECORDSIZE
+        self._out.write(bytes(total - self._offset))
 
 
 def decompressor(f: BinaryIO, compression: str) -> BinaryIO:
@@ -488,21 +600,21 @@ def write_bundle(
         members = sorted([(d, None) for d in dirs] + [(r, r) for r in files], key=lambda m: m[0])
         with atomic_open(plan.path, "wb") as f:
             fh = _HashingWriter(f)
-            with compressor(fh, plan.compression) as cw:  # type: ignore[arg-type]
-                with tarfile.open(fileobj=cw, mode="w|", format=tarfile.GNU_FORMAT) as tar:
-                    tar.addfile(_tar_info(plan.name, 0, 0o755, plan.mtime, is_dir=True))
-                    for rel, key in members:
-                        name = f"{plan.name}/{rel}"
-                        if key is None:
-                            tar.addfile(_tar_info(name, 0, 0o755, plan.mtime, is_dir=True))
-                            continue
-                        src, mode = files[key]
-                        if isinstance(src, bytes):
-                            tar.addfile(_tar_info(name, len(src), mode, plan.mtime), io.BytesIO(src))
-                        else:
-                            with open(src, "rb") as sf:
-                                size = digests[key]["size"]
-                                tar.addfile(_tar_info(name, size, mode, plan.mtime), sf)
+            cw = compressor(fh, plan.compression)  # type: ignore[arg-type]
+            tar = _TarWriter(cw, plan.mtime)
+            tar.add_dir(plan.name)
+            for rel, key in members:
+                name = f"{plan.name}/{rel}"
+                if key is None:
+                    tar.add_dir(name)
+                    continue
+                src, mode = files[key]
+                if isinstance(src, bytes):
+                    tar.add_bytes(name, src, mode)
+                else:
+                    tar.add_file(name, src, digests[key]["size"], mode, stored=key == IMAGES_TAR)
+            tar.close()
+            cw.finish()
         sidecar = plan.path.with_name(plan.path.name + ".sha256")
         with atomic_open(sidecar, "wb") as f:
             f.write(f"{fh.hasher.hexdigest()}  {plan.path.name}\n".encode())

@@ -23,14 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from .bundle import IMAGES_TAR, INVENTORY, SUMS, compression_of, decompressor
+from .bundle import GZIP_HEADER, IMAGES_TAR, INVENTORY, SUMS, compression_of, decompressor
 from .digest import CHUNK
 from .errors import VerificationError
 
 KEEP_SMALL = 1 << 20  # manifests/configs are kept in memory to follow their references
 _BLOB = re.compile(r"^blobs/sha256/([0-9a-f]{64})$")
 _SUM_LINE = re.compile(r"^([0-9a-f]{64})  ([^ /][^\n]*)$")
-GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 
 
 @dataclass(frozen=True)
