@@ -255,7 +255,7 @@ def release(settings: Settings, plan: ReleasePlan, *, fetcher: Callable | None =
     from . import buildx, bundle, fetch, manifests
 
     fetcher = fetcher or (lambda s, assets: fetch.fetch(s, assets))
-    builder = builder or (lambda s, p: buildx.build(s, arches=p.arches, explicit_arches=p.explicit_arches, push=True))
+    builder = builder or (lambda s, p: _build(s, p, buildx))
     mirrorer = mirrorer or (lambda s, steps: mirror_mod.mirror(steps, mirror_mod.default_clients(s)))
     bundler = bundler or (lambda s, arches, out, multiarch, compression: bundle.bundle_offline(
         s, arches, compression=compression, multiarch=multiarch, per_arch=not multiarch, out_dir=out))
@@ -386,6 +386,17 @@ def release(settings: Settings, plan: ReleasePlan, *, fetcher: Callable | None =
         shutil.rmtree(work, ignore_errors=True)
         lock.release()
     return ReleaseResult(plan, final, changed, stages, files)
+
+
+def _build(settings: Settings, plan: ReleasePlan, buildx: Any) -> Any:
+    """buildx.build, after starting netship's default local registry if it is the target and down
+    (so the first `netship release` on a machine with Docker needs nothing else)."""
+    from . import stack
+    from .settings import DEFAULT_REGISTRY
+
+    if plan.registry.split("/", 1)[0] == DEFAULT_REGISTRY and not stack.registry_answers(DEFAULT_REGISTRY):
+        note(stack.registry_start(DEFAULT_REGISTRY, settings.cache_dir / "registry"))
+    return buildx.build(settings, arches=plan.arches, explicit_arches=plan.explicit_arches, push=True)
 
 
 def _file_text(path: Path) -> str | None:

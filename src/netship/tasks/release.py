@@ -64,19 +64,22 @@ def mirror(ctx: Any, arch: str = "all", image: str = "", registry: str = "", kee
         "compression": "outer compression of the bundles: gzip (default), zstd or none",
         "mirror": "also copy the calico and cilium images (mirror-images.yml) and bundle them "
                   "(default; --no-mirror skips them)",
+        "allow_unpinned": "fetch assets whose sha256 is not pinned yet (checked against upstream's checksum "
+                          "file where one exists; marked UNPINNED in RELEASE.md)",
         "dry_run": "print the whole plan (downloads, builds, copies, files) and touch nothing",
         "json": "print a JSON summary on stdout",
     }
 )
 def release(ctx: Any, arch: str = "all", registry: str = "", push: bool = False, out: str = "",
-            compression: str = "gzip", mirror: bool = True, dry_run: bool = False, json: bool = False) -> None:
+            compression: str = "gzip", mirror: bool = True, allow_unpinned: bool = False, dry_run: bool = False,
+            json: bool = False) -> None:
     """Fetch, build, mirror, bundle and write manifests: one release folder with SHA256SUMS and RELEASE.md."""
     from ..bundle import COMPRESSIONS
     from ..errors import unknown
 
     if compression not in COMPRESSIONS:
         raise unknown("compression", compression, COMPRESSIONS, "--compression")
-    settings = settings_from(ctx, registry=registry or None)
+    settings = settings_from(ctx, registry=registry or None, allow_unpinned=allow_unpinned or None)
     arches = parse_arches(arch)
     plan = release_mod.plan_release(settings, arches=arches, explicit_arches=arch.strip().lower() != "all",
                                     out=Path(out) if out else None, push=push, compression=compression,
