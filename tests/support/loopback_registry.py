@@ -46,12 +46,13 @@ def bcrypt_hash(password: str) -> str:
 
 
 class LoopbackRegistry:
-    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None):
+    def __init__(self, workdir: Path, *, users: dict[str, str] | None = None, extra_config: str = ""):
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.host = f"127.0.0.1:{self.port}"
         self.users = users or {}
+        self.extra_config = extra_config  # more config lines (e.g. an `auth: {token: ...}` section)
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> LoopbackRegistry:
@@ -66,6 +67,8 @@ class LoopbackRegistry:
             htp = self.dir / "htpasswd"
             htp.write_text("".join(f"{u}:{bcrypt_hash(p)}\n" for u, p in self.users.items()))
             cfg.append(f"auth: {{htpasswd: {{realm: netship-test, path: {htp}}}}}")
+        if self.extra_config:
+            cfg.append(self.extra_config.rstrip("\n"))
         (self.dir / "config.yml").write_text("\n".join(cfg) + "\n")
         self.log = open(self.dir / "registry.log", "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen([BINARY, "serve", str(self.dir / "config.yml")],
