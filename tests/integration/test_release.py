@@ -100,7 +100,9 @@ def env(build_settings, test_base, tmp_path_factory):
 def first(env):
     proc = env.release("--arch", "all", "--json", check=False)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads(proc.stdout)
+    summary = json.loads(proc.stdout)
+    print("first release stages:", json.dumps(summary["stages"], sort_keys=True))  # figures for the notes (-s)
+    return summary
 
 
 def _snapshot(folder: Path) -> dict[str, tuple[int, int, int]]:
@@ -240,6 +242,7 @@ def test_second_release_with_nothing_changed_rebuilds_and_rewrites_nothing(env, 
         env.target.stop()
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
+    print("second release stages:", json.dumps(again["stages"], sort_keys=True))
     assert again["changed"] is False
     stages = again["stages"]
     assert stages["fetch"]["downloaded"] == 0
