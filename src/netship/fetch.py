@@ -40,7 +40,7 @@ from .fsutil import atomic_write_json
 from .output import note
 from .progress import PlainProgress, make_progress
 from .settings import Settings
-from .unpack import place_binary, unpack_tar
+from .unpack import member_ids, place_binary, unpack_tar
 
 CACHED = "cached"
 DOWNLOADED = "downloaded"
@@ -299,31 +299,32 @@ def _read_state(path: Path) -> dict[str, Any] | None:
         return None
 
 
-def _tree_ok(tree: Path, state: dict[str, Any]) -> bool:
-    """Re-hash every recorded file (and link target); any change or extra file -> False."""
-    files: dict[str, str] = state.get("files", {})
-    present = set()
-    for p in tree.rglob("*"):
-        rel = p.relative_to(tree).as_posix()
-        if p.is_symlink() or p.is_file():
-            present.add(rel)
-    if present != set(files):
-        return False
-    for rel, want in files.items():
-        if _file_id(tree / rel) != want:
-            return False
-    return True
-
-
-def _file_id(p: Path) -> str:
+def _file_id(p: Path, with_hash: bool) -> str:
     if p.is_symlink():
         return "symlink:" + os.readlink(p)
+    mode = "x" if os.stat(p).st_mode & 0o111 else "-"
+    if not with_hash:
+        return f"file:{mode}"
     h = hashlib.sha256()
     with open(p, "rb") as f:
         for chunk in iter(lambda: f.read(CHUNK), b""):
             h.update(chunk)
-    mode = "x" if os.stat(p).st_mode & 0o111 else "-"
     return f"sha256:{h.hexdigest()}:{mode}"
+
+
+def _tree_ok(tree: Path, blob: Path, asset: Asset) -> bool:
+    """--verify: the tree holds exactly what the blob unpacks to (re-hashing both sides)."""
+    comp = asset.component
+    if comp.format == "binary":
+        from .digest import sha256_file
+
+        expected = {str(comp.binary): f"sha256:{sha256_file(blob).hex}:x"}
+    else:
+        expected = member_ids(blob, what=asset.name, rename=lambda n: comp.renamed(n, asset.arch))
+    present = {p.relative_to(tree).as_posix() for p in tree.rglob("*") if p.is_symlink() or p.is_file()}
+    if present != set(expected):
+        return False
+    return all(_file_id(tree / rel, with_hash=True) == want for rel, want in expected.items())
 
 
 def _ensure_tree(settings: Settings, cache: Cache, asset: Asset, digest: Digest, verify: bool,
@@ -336,16 +337,18 @@ def _ensure_tree(settings: Settings, cache: Cache, asset: Asset, digest: Digest,
     with cache.lock("tree-" + cache.key_name(asset.key)):
         state = _read_state(state_path)
         if state and state.get("blob") == digest.hex and tree.is_dir():
-            if not verify or _tree_ok(tree, state):
+            if not verify or _tree_ok(tree, cache.blob_path(digest), asset):
                 return sorted(state["files"])
             note(f"{asset.key}: unpacked tree {tree} differs from what was unpacked; unpacking again")
             repaired.append("tree")
         tree.parent.mkdir(parents=True, exist_ok=True)
+        for stale in tree.parent.glob(f".netship-*-{asset.arch.k8s}-*"):  # left by an interrupted run;
+            shutil.rmtree(stale, ignore_errors=True)  # ours alone: we hold this tree's lock
         tmp = Path(tempfile.mkdtemp(prefix=f".netship-tmp-{asset.arch.k8s}-", dir=tree.parent))
         try:
             os.chmod(tmp, 0o755)  # mkdtemp makes it 0700; the tree is meant to be read (e.g. by docker build)
             files = _unpack(cache.blob_path(digest), tmp, asset)
-            ids = {rel: _file_id(tmp / rel) for rel in files}
+            ids = {rel: _file_id(tmp / rel, with_hash=False) for rel in files}
             old = None
             if tree.exists() or tree.is_symlink():
                 old = Path(tempfile.mkdtemp(prefix=f".netship-old-{asset.arch.k8s}-", dir=tree.parent))

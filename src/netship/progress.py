@@ -43,6 +43,7 @@ class PlainProgress:
 class RichProgress:
     def __init__(self, stream: TextIO):
         from rich.console import Console
+        from rich.markup import escape
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -57,6 +58,7 @@ class RichProgress:
             TimeRemainingColumn(), console=Console(file=stream), transient=False,
         )
         self._lock = threading.Lock()
+        self._escape = escape
 
     def __enter__(self) -> RichProgress:
         self._progress.__enter__()
@@ -67,6 +69,7 @@ class RichProgress:
 
     def for_asset(self, label: str) -> Callback:
         task_id = None
+        escape = self._escape
 
         def cb(event: str, **f: Any) -> None:
             nonlocal task_id
@@ -80,11 +83,11 @@ class RichProgress:
                 elif event == "restart" and task_id is not None:
                     self._progress.update(task_id, completed=0)
                 elif event == "retry" and task_id is not None:
-                    self._progress.update(task_id, description=f"{label} (retry: {f.get('reason')})")
+                    self._progress.update(task_id, description=f"{label} (retry: {escape(str(f.get('reason')))})")
                 elif event == "done":
                     if task_id is None:
                         task_id = self._progress.add_task(label, total=1, completed=1)
-                    self._progress.update(task_id, description=f"{label} [{f.get('status')}]")
+                    self._progress.update(task_id, description=f"{label} ({f.get('status')})")
 
         return cb
 

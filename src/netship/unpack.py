@@ -131,3 +131,33 @@ def place_binary(blob: Path, dest: Path, name: str) -> list[str]:
 def is_within(root: Path, path: Path) -> bool:
     return _inside(Path(os.path.realpath(root)), os.path.realpath(path))
 
+
+
+def member_ids(archive: Path, *, what: str, rename: Callable[[str], str] = lambda n: n) -> dict[str, str]:
+    """What ``unpack_tar`` would write, as {name: id}, without writing anything.
+
+    id is ``sha256:<hex>:x`` / ``sha256:<hex>:-`` (executable or not) for files and
+    ``symlink:<target>`` for links; used by ``fetch --verify`` to check an unpacked tree.
+    """
+    import hashlib
+
+    ids: dict[str, str] = {}
+    with tarfile.open(archive, "r:*") as tar:
+        for member in tar:
+            raw = _normalise(member.name, what)
+            name = _normalise(rename(raw), what) if raw is not None else None
+            if name is None or member.isdir():
+                continue
+            if member.issym():
+                ids[name] = "symlink:" + member.linkname
+            elif member.islnk():
+                src = _normalise(member.linkname, what)
+                ids[name] = ids.get(rename(src) if src else "", "missing")
+            elif member.isreg():
+                h = hashlib.sha256()
+                f = tar.extractfile(member)
+                assert f is not None
+                for chunk in iter(lambda f=f: f.read(CHUNK), b""):
+                    h.update(chunk)
+                ids[name] = f"sha256:{h.hexdigest()}:{'x' if member.mode & 0o111 else '-'}"
+    return ids

@@ -121,3 +121,16 @@ def test_place_binary_is_executable(work):
     (work / "blob").write_bytes(b"\x7fELF...")
     assert place_binary(work / "blob", work / "dest", "calicoctl") == ["calicoctl"]
     assert (work / "dest" / "calicoctl").stat().st_mode & 0o777 == 0o755
+
+
+def test_member_ids_describe_what_unpack_writes(work):
+    from netship.fetch import _file_id
+    from netship.unpack import member_ids
+
+    arc = make_tar(work / "a.tgz", [("./bridge", "file", "B"), ("./README.md", "file", "R"),
+                                    ("./link", "sym", "bridge"), ("./hard", "hard", "./bridge")])
+    files = unpack_tar(arc, work / "dest", what="a.tgz")
+    ids = member_ids(arc, what="a.tgz")
+    assert sorted(ids) == files
+    assert {rel: _file_id(work / "dest" / rel, with_hash=True) for rel in files} == ids
+    assert ids["bridge"].endswith(":x") and ids["README.md"].endswith(":-") and ids["link"] == "symlink:bridge"
