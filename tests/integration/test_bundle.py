@@ -183,6 +183,25 @@ def test_install_sh_with_containerd_and_dry_run(unpacked, tmp_path):
         ctr("images", "rm", *tags, check=False)
 
 
+def test_install_sh_retags_and_pushes_to_a_private_registry(unpacked, tmp_path):
+    folder = unpacked["amd64"]
+    tags = tags_of(folder)
+    private = LoopbackRegistry(tmp_path / "private").start()
+    pushed = [f"{private.host}/{t.split('/', 1)[1]}" for t in tags]
+    try:
+        r = sh("sh", folder / "install.sh", "--runtime", "docker", "--skip-binaries", "--registry", private.host,
+               env=INSTALLER_ENV)
+        assert f"images were pushed to {private.host}" in r.stdout
+        for ref in pushed:
+            repo, tag = ref.split("/", 1)[1].rsplit(":", 1)
+            got = requests.head(f"http://{private.host}/v2/{repo}/manifests/{tag}", timeout=10, headers={
+                "Accept": "application/vnd.docker.distribution.manifest.v2+json"})
+            assert got.status_code == 200, ref
+    finally:
+        sh("docker", "rmi", "-f", *tags, *pushed, check=False)
+        private.wipe()
+
+
 def _flip(path: Path, offset: int) -> None:
     with open(path, "r+b") as f:
         f.seek(offset)
