@@ -10,7 +10,7 @@ Two strategies, chosen from the builder's capability (see ``netship.buildx.inspe
 - ``multi-platform`` (``docker-container``, ``remote``, ``kubernetes`` or a multi-node
   builder, e.g. native arm64/s390x nodes): one ``buildx build --platform P1,P2,..`` per image
   pushing the list ``REG/NAME:VERSION``; then each per-arch tag is pointed at that arch's
-  manifest with ``imagetools create``.
+  manifest through the registry API (its bytes copied, so the digest is the list entry's).
 
 Nothing here runs a program; ``netship.buildx`` executes the plan.
 """
@@ -293,6 +293,5 @@ def describe(plan: BuildPlan) -> list[str]:
                     img.tag, [f"{img.repository}@<{t.arch} digest>" for t in img.targets], plan.builder)))
             else:
                 for t in img.targets:
-                    lines.append("  $ " + " ".join(imagetools_create_argv(
-                        t.tag, [f"{img.repository}@<{t.arch} digest>"], plan.builder)))
+                    lines.append(f"  registry: tag {t.tag} -> {img.repository}@<{t.arch} digest> (manifest copied as is)")
     return lines

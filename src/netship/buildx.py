@@ -38,7 +38,15 @@ from .buildreport import load as load_report
 from .buildreport import save as save_report
 from .catalog import load_catalog
 from .digest import Digest
-from .errors import BuildError, CommandError, ConfigError, MissingTool, RegistryError, UsageError
+from .errors import (
+    BuildError,
+    CommandError,
+    ConfigError,
+    MissingTool,
+    NetshipError,
+    RegistryError,
+    UsageError,
+)
 from .fsutil import atomic_write_json
 from .imageref import ImageRef
 from .images import default_images_dir, load_images
@@ -115,6 +123,12 @@ class RegistryProbe:
         except (RegistryError, ConfigError, OSError):
             return None
         return desc.digest if desc else None
+
+    def tag(self, source: str, tag: str) -> Digest:
+        """Point ``tag`` at the manifest ``source`` (REPO@DIGEST) names, bytes unchanged."""
+        src, dst = ImageRef.parse(source), ImageRef.parse(tag)
+        client = self._client(src.domain)
+        return client.put_manifest(dst.path, dst.tag, client.get_manifest(src.path, src.reference))
 
     def platform_digests(self, ref: str) -> dict[str, Digest]:
         """platform -> child digest of the manifest list at ``ref``."""
@@ -335,7 +349,9 @@ class Executor:
             if child is None:
                 raise BuildError(f"{img.tag}: the pushed list has no {t.platform} entry (it has {', '.join(sorted(children))})")
             s = time.monotonic()
-            self._run(imagetools_create_argv(t.tag, [f"{img.repository}@{child}"], self.plan.builder), f"tagging {t.tag}")
+            # Not `imagetools create` with one source: buildx 0.13 wraps a single image in a
+            # new one-entry list, so the tag would not name the arch's image manifest itself.
+            self.probe.tag(f"{img.repository}@{child}", t.tag)
             digests[t.arch] = child
             self.actions.append(Action(img.name, t.arch.k8s, "tag", True, time.monotonic() - s, str(child)))
         self.state.lists[img.tag] = {"input_hash": img.input_hash, "digest": str(listed),
@@ -405,10 +421,19 @@ def build(
     push: bool = True,
     dry_run: bool = False,
 ) -> BuildPlan | BuildOutcome:
-    """Check the stack, plan, and (unless dry_run) build, push and write the build report."""
-    check_docker()
-    check_buildx()
-    builder = inspect_builder(settings.builder)
+    """Check the stack, plan, and (unless dry_run) build, push and write the build report.
+
+    ``dry_run`` works without Docker: the strategy is then the docker driver's."""
+    if dry_run:
+        try:
+            builder = inspect_builder(settings.builder)
+        except NetshipError as e:
+            note(f"cannot inspect the builder ({e}); planning for the docker driver")
+            builder = BuilderInfo(settings.builder or "default", "docker")
+    else:
+        check_docker()
+        check_buildx()
+        builder = inspect_builder(settings.builder)
     probe = RegistryProbe(ca_bundle=settings.ca_bundle, timeout=settings.timeout)
     state = BuildState.load(state_path(settings))
     plan = plan_build(settings, images=images, arches=arches, explicit_arches=explicit_arches, push=push,

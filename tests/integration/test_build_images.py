@@ -192,3 +192,15 @@ def test_registry_task_starts_and_stops_a_local_registry(tmp_path):
     finally:
         stopped = task("registry", "stop")
     assert stopped.returncode == 0 and "stopped" in json.loads(stopped.stdout)["message"]
+
+
+def test_registry_tagging_keeps_the_arch_manifest_itself(built_images):
+    """The multi-platform strategy points per-arch tags at list entries through the registry
+    (buildx 0.13's one-source `imagetools create` would wrap the image in a new list)."""
+    img = built_images.images["flannel-cni-plugin"]
+    child = img.arches[Arch.S390X].digest
+    probe = buildx.RegistryProbe()
+    tag = f"{img.repository}:copy-s390x"
+    assert probe.tag(f"{img.repository}@{child}", tag) == child
+    assert probe.digest(tag) == child
+    assert skopeo_raw(tag)["mediaType"] == "application/vnd.docker.distribution.manifest.v2+json"

@@ -37,6 +37,10 @@ class FakeRegistry:
     def digest(self, ref: str):
         return self.tags.get(ref)
 
+    def tag(self, source: str, tag: str):
+        self.tags[tag] = Digest.parse(source.split("@", 1)[1])
+        return self.tags[tag]
+
     def platform_digests(self, ref: str):
         return self.lists[ref.split("@", 1)[1]]
 
@@ -163,8 +167,7 @@ def test_multi_platform_one_build_then_per_arch_tags(catalog, tree, tmp_path):
     reg = FakeRegistry()
     bx = FakeBuildx(reg)
     out = run(make(catalog, tree, strategy=MULTI_PLATFORM, names=["kube-router"]), tmp_path, reg, bx)
-    builds = [c for c in bx.calls if c[2] == "build"]
-    assert len(builds) == 1
+    assert len(bx.calls) == 1 and bx.calls[0][2] == "build"  # per-arch tags via the registry, not buildx
     img = out.report.images["kube-router"]
     children = reg.lists[str(img.digest)]
     for arch, r in img.arches.items():
@@ -356,3 +359,27 @@ def test_no_docker_no_daemon_no_buildx_messages(monkeypatch):
         stack.check_docker()
     with pytest.raises(MissingTool, match=r"^docker buildx is not installed: put the docker-buildx plugin in ~/.docker/cli-plugins/"):
         stack.check_buildx()
+
+
+def test_dry_run_needs_no_docker(monkeypatch, tmp_path, catalog, tree):
+    import netship.proc
+    from netship import buildx
+    from netship.buildplan import BuildPlan
+    from netship.errors import MissingTool
+    from netship.settings import Settings
+
+    def missing(argv, **kw):
+        raise MissingTool("docker not found on PATH")
+
+    monkeypatch.setattr(netship.proc, "run", missing)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    tree.rename(cache / "tree")
+    s = Settings(catalog_dir=ROOT / "release", cache_dir=cache, out_dir=tmp_path / "out", registry=REG,
+                 source_date_epoch=0)
+    plan = buildx.build(s, images=["flannel-cni-plugin"], arches=[Arch.ARM64], dry_run=True)
+    assert isinstance(plan, BuildPlan) and plan.strategy == PER_PLATFORM
+    assert [t.tag for t in plan.images[0].targets] == [f"{REG}/flannel-cni-plugin:v1.9.1-flannel1-arm64"]
+    assert not (tmp_path / "out").exists()  # a dry run writes no report
+    with pytest.raises(MissingTool):
+        buildx.build(s, images=["flannel-cni-plugin"], arches=[Arch.ARM64])
