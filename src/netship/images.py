@@ -74,11 +74,14 @@ class ImageSpec:
 
 
 def default_images_dir(catalog_dir: Path) -> Path:
-    """``images/`` beside the catalog's folder (the repository root), else the checkout's."""
-    beside = Path(catalog_dir).resolve().parent / "images"
-    if beside.is_dir():
-        return beside
-    return Path(__file__).resolve().parents[2] / "images"
+    """``images/`` beside the catalog's folder (the repository root), else the checkout's,
+    else the copy installed with the package (``netship/_data/images``)."""
+    for candidate in (Path(catalog_dir).resolve().parent / "images",
+                      Path(__file__).resolve().parents[2] / "images",
+                      Path(__file__).resolve().parent / "_data" / "images"):
+        if candidate.is_dir():
+            return candidate
+    return Path(catalog_dir).resolve().parent / "images"
 
 
 def _parse(path: Path, raw: Any, catalog: Catalog) -> ImageSpec:
