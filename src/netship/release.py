@@ -250,7 +250,8 @@ def _reuse(old: Path, new: Path) -> bool:
 
 def release(settings: Settings, plan: ReleasePlan, *, fetcher: Callable | None = None,
             builder: Callable | None = None, mirrorer: Callable | None = None,
-            bundler: Callable | None = None, manifest_writer: Callable | None = None) -> ReleaseResult:
+            bundler: Callable | None = None, manifest_writer: Callable | None = None,
+            mirror_present: Callable[[Settings, BuildReport], bool] | None = None) -> ReleaseResult:
     """Run the plan. The callables default to the real stages (tests may pass their own)."""
     from . import buildx, bundle, fetch, manifests
 
@@ -293,8 +294,10 @@ def release(settings: Settings, plan: ReleasePlan, *, fetcher: Callable | None =
             key = input_key({"steps": [s.to_json() for s in plan.mirror]})
             mpath = mirror_mod.report_path(settings)
             cached_report = prev.extra.get("mirror_report")
-            if plan.mirror and prev.inputs.get("mirror") == key and cached_report:
-                mirrored = BuildReport.from_json(cached_report, f"{final / STATE_FILE}: mirror_report")
+            previous = (BuildReport.from_json(cached_report, f"{final / STATE_FILE}: mirror_report")
+                        if plan.mirror and prev.inputs.get("mirror") == key and cached_report else None)
+            if previous is not None and (mirror_present or _still_there)(settings, previous):
+                mirrored = previous
                 info["skipped"] = "inputs unchanged"
             elif plan.mirror:
                 results = mirrorer(settings, list(plan.mirror))
@@ -397,6 +400,25 @@ def _build(settings: Settings, plan: ReleasePlan, buildx: Any) -> Any:
     if plan.registry.split("/", 1)[0] == DEFAULT_REGISTRY and not stack.registry_answers(DEFAULT_REGISTRY):
         note(stack.registry_start(DEFAULT_REGISTRY, settings.cache_dir / "registry"))
     return buildx.build(settings, arches=plan.arches, explicit_arches=plan.explicit_arches, push=True)
+
+
+def _still_there(settings: Settings, report: BuildReport) -> bool:
+    """Every mirrored tag still names the recorded digest in the target registry (HEAD only)."""
+    from .imageref import ImageRef
+
+    clients = mirror_mod.default_clients(settings)
+    try:
+        for img in report.images.values():
+            refs = [(img.tag, img.digest), *((r.tag, r.digest) for r in img.arches.values())]
+            for tag, digest in refs:
+                ref = ImageRef.parse(tag)
+                head = clients(ref.domain).head_manifest(ref.path, ref.tag or "latest")
+                if head is None or head.digest != digest:
+                    note(f"release: {tag} is no longer in the registry; copying the mirrored images again")
+                    return False
+    except NetshipError:
+        return False
+    return True
 
 
 def _file_text(path: Path) -> str | None:

@@ -48,6 +48,7 @@ class Stages:
         self.report = report or built_report()
         self.calls: list[tuple] = []
         self.fail: dict[str, Exception] = {}
+        self.mirrored_present = True  # the mirrored tags still in the registry
 
     def _check(self, stage):
         if stage in self.fail:
@@ -95,7 +96,8 @@ class Stages:
 
     def run(self, settings, plan):
         return rel.release(settings, plan, fetcher=self.fetch, builder=self.build, mirrorer=self.mirror,
-                           bundler=self.bundle, manifest_writer=self.manifests)
+                           bundler=self.bundle, manifest_writer=self.manifests,
+                           mirror_present=lambda s, r: self.mirrored_present)
 
 
 @pytest.fixture
@@ -244,3 +246,15 @@ def test_leftovers_of_an_interrupted_run_are_removed(settings):
     (stale / "x").mkdir(parents=True)
     Stages().run(settings, plan)
     assert not stale.exists()
+
+
+def test_mirror_copies_again_when_the_registry_lost_the_images(settings):
+    stages = Stages()
+    plan = rel.plan_release(settings, arches=(Arch.AMD64,))
+    stages.run(settings, plan)
+    stages.calls.clear()
+    stages.mirrored_present = False  # e.g. the registry was wiped: the recorded copy is not there
+    result = stages.run(settings, plan)
+    assert ("mirror", [s.image.name for s in plan.mirror]) in stages.calls
+    assert "skipped" not in result.stages["mirror"]
+    assert result.changed is False  # same digests again: the folder stays as it was
