@@ -112,6 +112,9 @@ def test_release_runs_on_version_tags_with_qemu_buildx_and_pushes():
     assert wf["jobs"]["release"]["env"]["REGISTRY"].startswith("ghcr.io/")
     install = next(s["run"] for s in steps if "Install netship" in s.get("name", ""))
     assert "pip install ." in install
+    # bundle names carry netship's version: a tag that disagrees stops the release before it runs
+    check = next(i for i, s in enumerate(steps) if "netship.__version__" in s.get("run", ""))
+    assert check < release_idx
 
 
 def test_release_attaches_the_release_folder_after_checking_its_sums():
