@@ -52,6 +52,7 @@ from .imageref import ImageRef
 from .images import default_images_dir, load_images
 from .images import select as select_images
 from .output import note
+from .registry import is_loopback_host
 from .settings import Settings
 from .stack import check_binfmt, check_builder_platforms, check_buildx, check_docker, check_registry
 
@@ -449,6 +450,10 @@ def build(
         check_builder_platforms(builder.name, builder.platforms, dict.fromkeys(a.platform for a in wanted))
     if push:
         check_registry(settings.registry, timeout=min(settings.timeout, 10.0))
+    if settings.base_image and plan.push and _base_digest(settings.base_image, probe) is None:
+        base = ImageRef.parse(settings.base_image, "--base-image")
+        if is_loopback_host(base.domain):  # elsewhere it may just need a login buildx has
+            raise BuildError(f"--base-image {settings.base_image}: not found in {base.domain}; push the prepared base first")
     settings.cache_dir.mkdir(parents=True, exist_ok=True)
     outcome = execute(plan, state, probe=probe, work_dir=settings.cache_dir, jobs=settings.jobs)
     path = settings.build_report

@@ -164,6 +164,10 @@ def test_cli_noop_build_and_dry_run(build_settings, first_build):
 def test_cli_errors_are_one_line(build_settings, first_build):
     bad = _cli(build_settings, "build", "--image", "flannel", "--arch", "mips")
     assert bad.returncode == 2 and bad.stderr.strip().splitlines()[-1].startswith("netship: error: --arch: unknown architecture 'mips'")
+    nobase = _cli(build_settings, "build", "--image", "flannel", "--base-image", f"{build_settings.registry}/nope:1")
+    assert nobase.returncode == 1 and nobase.stderr.strip().splitlines()[-1] == (
+        f"netship: error: --base-image {build_settings.registry}/nope:1: not found in 127.0.0.1:5000; "
+        "push the prepared base first")
     down = _cli(build_settings, "build", "--image", "flannel", "--registry", "127.0.0.1:9")
     assert down.returncode == 1
     assert down.stderr.strip().splitlines()[-1] == (
