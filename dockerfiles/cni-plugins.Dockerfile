@@ -17,13 +17,7 @@ FROM docker.io/library/alpine:3.23@sha256:51183f2cfa6320055da30872f211093f9ff1d3
 FROM ${BASE_IMAGE}
 ARG TARGETARCH
 ARG CNI_PLUGINS_VERSION
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/bridge /opt/cni/bin/bridge
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/host-local /opt/cni/bin/host-local
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/loopback /opt/cni/bin/loopback
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/portmap /opt/cni/bin/portmap
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/bandwidth /opt/cni/bin/bandwidth
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/firewall /opt/cni/bin/firewall
-COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/tuning /opt/cni/bin/tuning
+COPY cni-plugins/${CNI_PLUGINS_VERSION}/${TARGETARCH}/ /opt/cni/bin/
 ARG OCI_SOURCE
 ARG OCI_VERSION
 ARG OCI_REVISION
@@ -33,4 +27,4 @@ LABEL org.opencontainers.image.title="cni-plugins" \
       org.opencontainers.image.version="${OCI_VERSION}" \
       org.opencontainers.image.revision="${OCI_REVISION}" \
       org.opencontainers.image.created="${OCI_CREATED}"
-ENTRYPOINT ["/bin/sh", "-c", "set -e; mkdir -p /host/opt/cni/bin; for f in /opt/cni/bin/*; do n=$(basename \"$f\"); cp -f \"$f\" \"/host/opt/cni/bin/.$n.tmp\"; mv -f \"/host/opt/cni/bin/.$n.tmp\" \"/host/opt/cni/bin/$n\"; done"]
+ENTRYPOINT ["/bin/sh", "-c", "set -e; mkdir -p /host/opt/cni/bin; for f in /opt/cni/bin/*; do [ -f \"$f\" ] && [ -x \"$f\" ] || continue; n=$(basename \"$f\"); cp -f \"$f\" \"/host/opt/cni/bin/.$n.tmp\"; mv -f \"/host/opt/cni/bin/.$n.tmp\" \"/host/opt/cni/bin/$n\"; done"]

@@ -253,13 +253,21 @@ def make_plan(
         for arch in arches:
             files = []
             for b in spec.binaries:
-                rel = f"{b.component}/{versions[b.component]}/{arch.k8s}/{b.file}"
-                path = context / rel
+                base = f"{b.component}/{versions[b.component]}/{arch.k8s}"
+                if b.whole_tree:
+                    found = sorted(p for p in (context / base).rglob("*") if p.is_file()) if (context / base).is_dir() else []
+                    if not found:
+                        raise BuildError(
+                            f"image {spec.name} {arch}: fetched tree {context / base} is missing or empty; "
+                            f"run `netship fetch --component {b.component} --arch {arch}` first")
+                    files.extend((p.relative_to(context).as_posix(), hasher(p)) for p in found)
+                    continue
+                path = context / base / b.file
                 if not path.is_file():
                     raise BuildError(
                         f"image {spec.name} {arch}: fetched binary {path} is missing; "
                         f"run `netship fetch --component {b.component} --arch {arch}` first")
-                files.append((rel, hasher(path)))
+                files.append((f"{base}/{b.file}", hasher(path)))
             tag = f"{list_tag}-{arch.k8s}"
             tags = (tag, list_tag) if strategy == MULTI_PLATFORM else (tag,)
             targets.append(ArchTarget(

@@ -24,12 +24,21 @@ _BINARY_KEYS = {"component", "file", "dest", "elf"}
 _NAME = re.compile(r"^[a-z0-9]+(?:[._-][a-z0-9]+)*$")
 
 
+ALL_FILES = "*"
+
+
 @dataclass(frozen=True)
 class Binary:
     component: str  # catalog component whose fetch tree holds it
-    file: str  # path inside tree/COMPONENT/VERSION/ARCH/
-    dest: str  # absolute path in the image
+    file: str  # path inside tree/COMPONENT/VERSION/ARCH/, or "*": every file there
+    dest: str  # absolute path in the image (a folder ending in "/" for "*")
     elf: bool = True  # an executable of the target arch (False: a script or data file)
+
+    @property
+    def whole_tree(self) -> bool:
+        """The component's whole per-arch tree goes into the folder ``dest``: its executables
+        must be ELF files of the arch; other files (README, LICENSE) come along as data."""
+        return self.file == ALL_FILES
 
 
 @dataclass(frozen=True)
@@ -125,6 +134,9 @@ def _parse(path: Path, raw: Any, catalog: Catalog) -> ImageSpec:
             raise ConfigError(f"{bwhere}.file: must be a relative path inside the fetch tree: {file!r}")
         if not dest.startswith("/"):
             raise ConfigError(f"{bwhere}.dest: must be an absolute path in the image: {dest!r}")
+        if (file == ALL_FILES) != dest.endswith("/"):
+            raise ConfigError(f"{bwhere}: file '*' (the whole tree) goes with a folder dest ending in '/', "
+                              f"and only it: {file!r} -> {dest!r}")
         if dest in dests:
             raise ConfigError(f"{bwhere}.dest: {dest!r} is used twice")
         dests.add(dest)
@@ -201,9 +213,10 @@ def dockerfile_mismatches(spec: ImageSpec) -> list[str]:
     problems = []
     for b in spec.binaries:
         src = copies.get(b.dest)
+        want = "/${TARGETARCH}/" + ("" if b.whole_tree else b.file)
         if src is None:
             problems.append(f"{spec.dockerfile.name}: no COPY to {b.dest}")
-        elif not (src.startswith(f"{b.component}/") and src.endswith("/${TARGETARCH}/" + b.file)):
+        elif not (src.startswith(f"{b.component}/") and src.endswith(want)):
             problems.append(f"{spec.dockerfile.name}: COPY to {b.dest} takes {src}, spec says {b.component}/.../{b.file}")
     extra = set(copies) - {b.dest for b in spec.binaries}
     problems.extend(f"{spec.dockerfile.name}: COPY to {d} is not in {spec.path.name}" for d in sorted(extra))

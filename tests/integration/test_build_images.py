@@ -115,9 +115,18 @@ def test_each_arch_runs_under_qemu_with_binaries_where_the_spec_says(arch: Arch,
     for name, img in built_images.images.items():
         spec = specs[name]
         ref = f"{img.repository}@{img.arches[arch].digest}"  # pulled from the registry by digest
+        expected = []  # (path in the image, must be an ELF of the arch)
+        for b in spec.binaries:
+            if b.whole_tree:  # every executable of the fetched tree, in the dest folder
+                tree = build_settings.tree_dir / b.component / catalog.component(b.component).version / arch.k8s
+                exes = sorted(p.name for p in tree.iterdir() if p.is_file() and p.stat().st_mode & 0o111)
+                assert len(exes) >= 7, exes
+                expected += [(b.dest + n, True) for n in exes]
+            else:
+                expected.append((b.dest, b.elf))
         script = "uname -m; " + "; ".join(
-            f'echo "== {b.dest}"; test -f {b.dest} && test -x {b.dest} && od -An -tu1 -N20 {b.dest}' if b.elf
-            else f'echo "== {b.dest}"; test -f {b.dest} && echo 0' for b in spec.binaries) + "; true"
+            f'echo "== {d}"; test -f {d} && test -x {d} && od -An -tu1 -N20 {d}' if elf
+            else f'echo "== {d}"; test -f {d} && echo 0' for d, elf in expected) + "; true"
         out = docker("run", "--rm", "--platform", arch.platform, "--entrypoint", "/bin/sh", ref, "-c", script)
         first, *rest = out.strip().split("== ")
         assert first.strip() == arch.uname, f"{name} {arch}: uname -m said {first.strip()!r}"
@@ -125,11 +134,11 @@ def test_each_arch_runs_under_qemu_with_binaries_where_the_spec_says(arch: Arch,
         for chunk in rest:
             dest, _, dump = chunk.partition("\n")
             found[dest.strip()] = bytes(int(x) for x in dump.split())
-        for b in spec.binaries:
-            head = found.get(b.dest, b"")
-            assert head, f"{name} {arch}: {b.dest} missing or not executable"
-            if b.elf:
-                assert elf_header(head) == (arch.elf_class, arch.elf_big_endian, arch.elf_machine), (name, arch, b.dest)
+        for dest, elf in expected:
+            head = found.get(dest, b"")
+            assert head, f"{name} {arch}: {dest} missing or not executable"
+            if elf:
+                assert elf_header(head) == (arch.elf_class, arch.elf_big_endian, arch.elf_machine), (name, arch, dest)
 
 
 def test_noop_rebuild_pushes_nothing(build_settings, first_build, built_images):

@@ -85,7 +85,8 @@ def tree(tmp_path, catalog):
     for spec in specs.values():
         for b in spec.binaries:
             for arch in ALL_ARCHES:
-                p = root / b.component / catalog.component(b.component).version / arch.k8s / b.file
+                p = root / b.component / catalog.component(b.component).version / arch.k8s / (
+                    "README.md" if b.whole_tree else b.file)
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(f"{b.file} {arch}".encode())
     return root

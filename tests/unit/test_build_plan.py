@@ -46,7 +46,8 @@ def tree(tmp_path, specs, catalog):
     for spec in specs.values():
         for b in spec.binaries:
             for arch in ALL_ARCHES:
-                p = root / b.component / catalog.component(b.component).version / arch.k8s / b.file
+                p = root / b.component / catalog.component(b.component).version / arch.k8s / (
+                    "README.md" if b.whole_tree else b.file)
                 p.parent.mkdir(parents=True, exist_ok=True)
                 p.write_bytes(f"{b.component} {b.file} {arch}".encode())
     return root
@@ -125,6 +126,7 @@ entrypoint: [/usr/bin/calicoctl]
     (GOOD.replace("name: x", "name: y"), "must match the file name"),
     (GOOD.replace("dockerfile: x.Dockerfile", "dockerfile: nope.Dockerfile"), "nope.Dockerfile not found"),
     (GOOD.replace("version_from: calicoctl\n", ""), "missing key 'version_from'"),
+    (GOOD.replace("file: calicoctl", 'file: "*"'), "file '*' (the whole tree) goes with a folder dest ending in '/'"),
 ])
 def test_spec_errors_name_file_and_key(tmp_path, catalog, text, message):
     d = _spec_dir(tmp_path, text)
@@ -242,6 +244,22 @@ def test_input_hash_follows_every_input(specs, catalog, tree, tmp_path):
     other = make_plan(select(specs, catalog, None, None), catalog, context=tree, registry=REG,
                       strategy=PER_PLATFORM, source_date_epoch=EPOCH + 1)
     assert not set(_hashes(other).values()) & set(base.values())
+
+
+def test_whole_tree_image_takes_every_file_of_the_arch(specs, catalog, tree):
+    p = plan(specs, catalog, tree, names=["cni-plugins"], arches=[Arch.PPC64LE])
+    files = [f for f, _ in p.images[0].targets[0].files]
+    assert files == sorted(f"cni-plugins/v1.9.1/ppc64le/{n}" for n in ("README.md", "bridge", "host-local", "loopback", "portmap"))
+    before = p.images[0].targets[0].input_hash
+    (tree / "cni-plugins/v1.9.1/ppc64le/vrf").write_bytes(b"a plugin the next release adds")
+    after = plan(specs, catalog, tree, names=["cni-plugins"], arches=[Arch.PPC64LE])
+    assert "cni-plugins/v1.9.1/ppc64le/vrf" in [f for f, _ in after.images[0].targets[0].files]
+    assert after.images[0].targets[0].input_hash != before
+    import shutil as sh
+
+    sh.rmtree(tree / "cni-plugins/v1.9.1/ppc64le")
+    with pytest.raises(BuildError, match=r"fetched tree .*cni-plugins/v1.9.1/ppc64le is missing or empty; run `netship fetch --component cni-plugins --arch ppc64le`"):
+        plan(specs, catalog, tree, names=["cni-plugins"], arches=[Arch.PPC64LE])
 
 
 def test_dockerfile_change_changes_the_hash(specs, catalog, tree, tmp_path):
