@@ -21,6 +21,7 @@ time, zstd at a fixed level without content size), atomic (temp + rename).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import importlib.resources
@@ -34,8 +35,6 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
-
-import filelock
 
 from . import __version__
 from .arch import Arch
@@ -492,20 +491,23 @@ def clean_stale(out_dir: Path) -> int:
 
 @contextlib.contextmanager
 def out_lock(out_dir: Path) -> Iterator[None]:
-    """One bundle writer per output folder, so stale-temp cleanup never hits a live run."""
+    """One bundle writer per output folder, so stale-temp cleanup never hits a live run.
+
+    The lock is a ``flock`` on the folder itself: nothing is left behind in it.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
-    lock = filelock.FileLock(str(out_dir / ".netship-bundle.lock"))
+    fd = os.open(out_dir, os.O_RDONLY)
     try:
-        lock.acquire(timeout=0)
-    except filelock.Timeout:
-        raise BundleError(f"{out_dir}: another bundle run is writing here") from None
-    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise BundleError(f"{out_dir}: another bundle run is writing here") from None
         stale = clean_stale(out_dir)
         if stale:
             note(f"removed {stale} stale temporary file(s) from an interrupted run in {out_dir}")
         yield
     finally:
-        lock.release()
+        os.close(fd)  # releases the lock
 
 
 ManifestWriter = Callable[[Settings, Arch, Path], list[Path]]

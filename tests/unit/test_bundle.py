@@ -180,11 +180,20 @@ def test_failure_midway_leaves_no_bundle_and_no_temps(env, mini, tmp_path):
     mini.corrupt.add(layer)
     with pytest.raises(RegistryError, match="digest mismatch"):
         make(env, out)
-    assert sorted(p.name for p in out.iterdir()) == [".netship-bundle.lock"]
+    assert sorted(p.name for p in out.iterdir()) == []
     mini.corrupt.clear()
     (out / (TMP_PREFIX + "left-by-a-crash")).write_bytes(b"x")
     make(env, out)
     assert not [p for p in out.iterdir() if p.name.startswith(TMP_PREFIX)]
+
+
+def test_a_second_writer_in_the_same_folder_is_refused(env, tmp_path):
+    from netship.bundle import out_lock
+
+    with out_lock(tmp_path / "o"):
+        with pytest.raises(BundleError, match="another bundle run is writing here"):
+            make(env, tmp_path / "o")
+    make(env, tmp_path / "o")  # released
 
 
 def test_unreachable_registry_is_a_clear_error(env, tmp_path):
