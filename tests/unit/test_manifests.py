@@ -26,13 +26,11 @@ from netship.manifests.images import load_images
 from netship.manifests.validate import ManifestInvalid
 from netship.manifests.workloads import containers
 from netship.settings import load_settings
+from tests.support.upstream_manifests import FLANNEL, KUBE_ROUTER
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "manifests"
 GOLDEN = DATA / "golden"
-UPSTREAM = REPO.parent / "shared" / "data" / "upstream"
-if not UPSTREAM.is_dir():  # the upstream inputs are also the base templates, copied verbatim
-    UPSTREAM = REPO / "manifests"
 UPDATE = os.environ.get("NETSHIP_UPDATE_GOLDEN") == "1"
 
 REG = "reg.example:5000/netship"
@@ -158,7 +156,7 @@ def _expected_flannel_ds(upstream_ds: dict, arch: Arch, reg: str, apiserver: tup
 
 
 def test_flannel_changes_only_what_it_documents(settings):
-    upstream = load_stream(UPSTREAM / "kube-flannel-v0.28.9.yml")
+    upstream = load_stream(FLANNEL)
     cluster = parse_cluster(GOLDEN_CLUSTER)
     (r,), _ = plan_manifests(settings, network="flannel", cluster=cluster)
     docs = list(r.documents)
@@ -205,7 +203,7 @@ def test_no_apiserver_no_env(settings):
 def test_kube_router_settings(settings):
     (r,), _ = plan_manifests(settings, network="kube-router", arches=[Arch.ARM])
     docs = list(r.documents)
-    upstream = load_stream(UPSTREAM / "kube-router-generic-all-features-v2.11.1.yaml")
+    upstream = load_stream(KUBE_ROUTER)
     (ds,) = by_name(docs, "DaemonSet").values()
     assert ds["metadata"]["name"] == "kube-router-arm"
     spec = ds["spec"]["template"]["spec"]

@@ -15,14 +15,10 @@ from netship.manifests.rewrite import rewrite_documents
 from netship.manifests.validate import validate_documents
 from netship.manifests.workloads import containers
 from netship.manifests.yamlio import dump_documents, load_file
+from tests.support.upstream_manifests import FLANNEL, KUBE_ROUTER
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(__file__).parent / "data" / "manifests"
-UPSTREAM = REPO.parent / "shared" / "data" / "upstream"
-if not UPSTREAM.is_dir():
-    UPSTREAM = REPO / "manifests"  # verbatim copies (plus a provenance comment)
-FLANNEL = next(UPSTREAM.glob("*flannel*"))
-KUBE_ROUTER = next(UPSTREAM.glob("*kube-router*"))
 REG = "127.0.0.1:5000"
 
 
