@@ -8,8 +8,10 @@ which cannot work offline.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -32,7 +34,8 @@ jobs:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
+    # The test extras install console scripts beside the interpreter (a venv need not be on PATH).
+    path = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
     if path is None:
         pytest.fail(f"{name} not on PATH: pip install -e '.[test]'")
     return path
