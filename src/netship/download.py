@@ -119,9 +119,10 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 class Downloader:
     """Thread-safe: each thread gets its own requests.Session."""
 
-    def __init__(self, settings: Settings, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, settings: Settings, sleep: Callable[[float], None] | None = None):
         self.settings = settings
-        self.sleep = sleep
+        self._cancel = threading.Event()
+        self.sleep = sleep or self._cancel.wait  # a backoff sleep ends early on cancel()
         self._local = threading.local()
         self._lock = threading.Lock()
         self.retries: list[RetryEvent] = []  # every retry taken, for reports and tests
@@ -129,6 +130,14 @@ class Downloader:
         # cannot override an explicit --ca-bundle (requests would let it).
         self._verify: str | bool = str(settings.ca_bundle) if settings.ca_bundle else True
         self.requests_made = 0
+
+    def cancel(self) -> None:
+        """Stop every download soon (Ctrl-C): partial files stay for the next run to resume."""
+        self._cancel.set()
+
+    def _check_cancel(self) -> None:
+        if self._cancel.is_set():
+            raise FetchError("interrupted")
 
     # -- sessions -------------------------------------------------------------------------
     def _session(self) -> requests.Session:
@@ -142,6 +151,7 @@ class Downloader:
         return s
 
     def _get(self, url: str, headers: dict[str, str] | None = None) -> requests.Response:
+        self._check_cancel()
         with self._lock:
             self.requests_made += 1
         if url.startswith("file://"):
@@ -161,6 +171,7 @@ class Downloader:
         progress("retry", reason=reason, wait=wait)
         note(f"{url}: {reason}; retrying in {wait:.2f} s (attempt {attempt + 1} of {self.settings.retries + 1})")
         self.sleep(wait)
+        self._check_cancel()
 
     # -- small files (checksum files) -----------------------------------------------------
     def get_text(self, urls: Sequence[str], what: str) -> tuple[str, str]:
@@ -330,6 +341,7 @@ class Downloader:
             read = getattr(r.raw, "read1", None) or r.raw.read
             with open(part, mode) as f:
                 while True:
+                    self._check_cancel()
                     chunk = read(CHUNK, decode_content=False)
                     if not chunk:
                         break

@@ -176,9 +176,15 @@ def fetch(
             for i, a in enumerate(assets):
                 one(i, a)
         else:
-            with ThreadPoolExecutor(max_workers=min(settings.jobs, len(assets))) as pool:
+            pool = ThreadPoolExecutor(max_workers=min(settings.jobs, len(assets)))
+            try:
                 for f in [pool.submit(one, i, a) for i, a in enumerate(assets)]:
                     f.result()
+            except BaseException:  # Ctrl-C: stop the downloads in flight, keep their partials
+                downloader.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+            pool.shutdown()
     failures = [(a, r) for a, r in zip(assets, results, strict=True) if isinstance(r, BaseException)]
     if failures:
         for a, err in failures:

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import tarfile
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,6 +23,7 @@ from netship.digest import sha256_file
 from netship.download import Downloader
 from netship.errors import ChecksumMismatch, ConfigError, FetchError, UnsafeArchive, WrongArchitecture
 from netship.fetch import fetch, tree_path
+from netship.progress import PlainProgress
 from netship.settings import Settings
 from tests.support.httpserver import (
     Chain,
@@ -478,3 +480,58 @@ def test_tls_is_verified_and_ca_bundle_is_used(env, tmp_path, monkeypatch):
         assert_cache_clean(s)
         a = fetch(s.replace(ca_bundle=cert), select(s, *CNI)).assets[0]
     assert a.source.startswith("https://127.0.0.1:") and a.digest.hex == env.up.digests[a.url]
+
+
+# -- interruption ---------------------------------------------------------------------------------
+
+class _Stall(DropMidBody):
+    """300 bytes, wait for ``release``, 100 more bytes, then hold the connection open."""
+
+    def __init__(self):
+        super().__init__(after=300)
+        self.release, self.done = threading.Event(), threading.Event()
+
+    def answer(self, handler, path):
+        body = self.start_body(handler, path)
+        handler.wfile.write(body[:300])
+        handler.wfile.flush()
+        self.release.wait(10)
+        handler.wfile.write(body[300:400])
+        handler.wfile.flush()
+        self.done.wait(10)
+        handler.close_connection = True
+
+
+def test_cancel_keeps_the_partial_and_the_next_run_resumes(env):
+    path = asset_path(env)
+    stall = _Stall()
+    env.srv.faults[path] = stall
+    [asset] = select(env.settings, *CNI)
+    part = env.settings.cache_dir / "partial" / asset.pin.sha256.hex
+    dl = Downloader(env.settings)
+    errors: list[BaseException] = []
+    got_bytes = threading.Event()
+
+    class Progress(PlainProgress):
+        def for_asset(self, label):
+            return lambda event, **f: got_bytes.set() if event == "advance" else None
+
+    def run():
+        try:
+            fetch(env.settings, [asset], downloader=dl, progress=Progress())
+        except BaseException as e:  # noqa: BLE001 - handed to the test thread
+            errors.append(e)
+
+    t = threading.Thread(target=run)
+    t.start()
+    assert got_bytes.wait(5)  # the first 300 bytes were read
+    dl.cancel()
+    stall.release.set()
+    t.join(10)
+    stall.done.set()
+    assert [str(e) for e in errors] == ["interrupted"]
+    kept = part.stat().st_size  # 300, or 400 when the next 100 bytes were read before the check
+    assert kept in (300, 400) and not (env.settings.blob_dir / asset.pin.sha256.hex).exists()
+    a = fetch(env.settings, [asset]).assets[0]
+    assert requests_for(env.srv, path)[-1][2] == f"bytes={kept}-"
+    assert sha256_file(a.blob).hex == asset.pin.sha256.hex and not part.exists()
