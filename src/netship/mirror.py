@@ -263,6 +263,8 @@ def _copy_manifest(src: reg.Registry, src_repo: str, dst: reg.Registry, dst_repo
         raise RegistryError(f"{src.host}/{src_repo}@{desc.digest}: nested manifest lists are not supported")
     if dst.head_manifest(dst_repo, str(m.digest)) is None:
         for blob in m.children():
+            if "foreign" in blob.media_type or "nondistributable" in blob.media_type:
+                continue  # served by its vendor's URLs, never by registries (Windows base layers)
             where_from = mounts.get(blob.digest)
             outcome = dst.push_blob(dst_repo, blob, lambda b=blob: _BlobStream(src, src_repo, b),  # type: ignore[misc]
                                     mount_from=where_from if where_from != dst_repo else None)
