@@ -3,7 +3,7 @@
     python benchmarks/bench_build.py [--json]
 
 1. cold `netship build` of every image for all five arches (whole process), with binaries of
-   fresh content so BuildKit's cache cannot help;
+   fresh content so BuildKit's cache cannot help; once with --jobs 4 (default), once serial;
 2. the no-op rebuild right after it (whole process; goal < 5 s);
 3. for both, the share of wall time during which a qemu-user process was running (sampled
    from /proc every 20 ms);
@@ -86,7 +86,8 @@ class QemuSampler:
 def netship_build(settings: Settings, *args: str) -> tuple[float, float, dict]:
     env = {**os.environ, "NETSHIP_CATALOG_DIR": str(settings.catalog_dir), "NETSHIP_CACHE_DIR": str(settings.cache_dir),
            "NETSHIP_OUT_DIR": str(settings.out_dir), "NETSHIP_REGISTRY": settings.registry,
-           "NETSHIP_BASE_IMAGE": settings.base_image or "", "SOURCE_DATE_EPOCH": "1767225600"}
+           "NETSHIP_BASE_IMAGE": settings.base_image or "", "SOURCE_DATE_EPOCH": "1767225600",
+           "NETSHIP_JOBS": str(settings.jobs)}
     with QemuSampler() as q:
         t = time.monotonic()
         out = subprocess.run([sys.executable, "-m", "netship", "build", "--json", *args], capture_output=True,
@@ -133,16 +134,22 @@ def main() -> None:
     base = build_base(f"{prefix}/base", work / "base")
     figures["test_base_build_s"] = round(time.monotonic() - t, 2)
 
-    # Fresh binary content (size differs per run), so nothing is a BuildKit cache hit.
-    make_upstream(work / "mirror", work / "catalog", elf_size=4096 + random.randrange(1, 4096))
     from netship.catalog import load_catalog
     from netship.fetch import fetch
 
-    with LoopbackServer(work / "mirror") as srv:
-        settings = Settings(catalog_dir=work / "catalog", cache_dir=work / "cache", out_dir=work / "out",
-                            mirrors=(srv.url,), registry=prefix, base_image=base)
-        fetch(settings, load_catalog(settings.catalog_dir).select())
+    def fresh_tree(name: str, jobs: int) -> Settings:
+        # Fresh binary content (size differs per tree), so nothing is a BuildKit cache hit.
+        d = work / name
+        make_upstream(d / "mirror", d / "catalog", elf_size=4096 + random.randrange(1, 1 << 16))
+        with LoopbackServer(d / "mirror") as srv:
+            s = Settings(catalog_dir=d / "catalog", cache_dir=d / "cache", out_dir=d / "out", mirrors=(srv.url,),
+                         registry=f"{prefix}/{name}", base_image=base, jobs=jobs)
+            fetch(s, load_catalog(s.catalog_dir).select())
+        return s
 
+    serial, _, _ = netship_build(fresh_tree("serial", jobs=1))
+    figures["cold_build_jobs1_s"] = round(serial, 2)
+    settings = fresh_tree("main", jobs=4)
     cold, cold_q, doc = netship_build(settings)
     # No RUN step executes in the target stage with a prepared base (and the Alpine stage is
     # unreachable), so the emulated share of the cold build is 0 by construction; the sampler
