@@ -84,8 +84,12 @@ def test_ci_runs_the_readme_test_command_on_push_and_pull_request():
     readme = (ROOT / "README.md").read_text()
     block = re.search(r"```sh\n(.*?)```", readme, re.S).group(1)
     test_cmd = [ln for ln in block.splitlines() if ln.strip() and not ln.startswith("#")][1]
+    # .ci/run takes the line under the "# 2. run the tests" comment: that line must be test_cmd.
+    lines = block.splitlines()
+    marker = next(i for i, ln in enumerate(lines) if ln.startswith("# 2. run the tests"))
+    assert lines[marker + 1].strip() == test_cmd.strip()
     ci_run = (ROOT / ".ci" / "run").read_text()
-    assert test_cmd.strip() in ci_run
+    assert "/^# 2\\. run the tests/{getline; print; exit}" in ci_run and 'bash -c "$cmd"' in ci_run
     # The stack script targets Debian 12 as root and starts dockerd: a privileged Debian 12 container.
     container = wf["jobs"]["test"]["container"]
     assert container["image"].startswith("debian:12")
