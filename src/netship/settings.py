@@ -54,6 +54,7 @@ class Settings:
     images_dir: Path | None = None  # image specs; default: images/ beside the catalog
     source_date_epoch: int | None = None
     allow_unpinned: bool = False
+    debug: bool = False  # NETSHIP_DEBUG=1: log every command netship runs
     # docker config.json with registry credentials (auths.HOST.auth); None: ~/.docker/config.json
     docker_config: Path | None = None
     mirror_file: Path | None = None  # images copied by `mirror`; default: mirror-images.yml beside the catalog
