@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
@@ -236,10 +237,12 @@ def test_failed_stage_leaves_the_previous_release_intact(env, offline):
 def test_second_release_with_nothing_changed_rebuilds_and_rewrites_nothing(env, offline):
     before = _snapshot(offline)
     env.target.start()  # same port and storage; the image source and the mirror stay gone
+    started = time.monotonic()
     try:
         proc = env.release("--json", check=False)
     finally:
         env.target.stop()
+    print(f"second release, whole process: {time.monotonic() - started:.2f} s")
     assert proc.returncode == 0, proc.stderr[-3000:]
     again = json.loads(proc.stdout)
     print("second release stages:", json.dumps(again["stages"], sort_keys=True))
