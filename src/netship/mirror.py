@@ -63,19 +63,6 @@ class MirrorStep:
                 "arches": [a.k8s for a in self.arches], "keep_all_platforms": self.keep_all_platforms}
 
 
-@dataclass
-class BlobStats:
-    uploaded: int = 0
-    mounted: int = 0
-    exists: int = 0
-    bytes_uploaded: int = 0
-
-    def add(self, outcome: str, size: int) -> None:
-        setattr(self, outcome, getattr(self, outcome) + 1)
-        if outcome == "uploaded":
-            self.bytes_uploaded += size
-
-
 @dataclass(frozen=True)
 class MirrorResult:
     step: MirrorStep
@@ -83,14 +70,13 @@ class MirrorResult:
     source_digest: Digest
     arches: Mapping[Arch, tuple[str, Digest]]  # arch -> (platform, per-arch manifest digest)
     unchanged: bool
-    blobs: BlobStats = field(default_factory=BlobStats)
+    blobs: reg.TransferStats = field(default_factory=reg.TransferStats)
 
     def to_json(self) -> dict[str, Any]:
         return {**self.step.to_json(), "digest": str(self.digest), "source_digest": str(self.source_digest),
                 "unchanged": self.unchanged,
                 "arch_digests": {a.k8s: str(d) for a, (_p, d) in self.arches.items()},
-                "blobs": {"uploaded": self.blobs.uploaded, "mounted": self.blobs.mounted,
-                          "exists": self.blobs.exists, "bytes_uploaded": self.blobs.bytes_uploaded}}
+                "blobs": self.blobs.to_json()}
 
 
 # --- the data file ----------------------------------------------------------------------------
@@ -256,35 +242,34 @@ def default_clients(settings: Settings) -> ClientFactory:
     return get
 
 
-def _copy_manifest(src: reg.Registry, src_repo: str, dst: reg.Registry, dst_repo: str,
-                   desc: reg.Descriptor, mounts: dict[Digest, str], stats: BlobStats) -> reg.Manifest:
+def _copy_manifest(src: reg.Registry, src_repo: str, dst: reg.BlobTransfer, dst_repo: str,
+                   desc: reg.Descriptor, stats: reg.TransferStats) -> reg.Manifest:
     m = src.get_manifest(src_repo, desc.digest)
     if m.is_index:
         raise RegistryError(f"{src.host}/{src_repo}@{desc.digest}: nested manifest lists are not supported")
-    if dst.head_manifest(dst_repo, str(m.digest)) is None:
+    if dst.target.head_manifest(dst_repo, str(m.digest)) is None:
         for blob in m.children():
             if "foreign" in blob.media_type or "nondistributable" in blob.media_type:
                 continue  # served by its vendor's URLs, never by registries (Windows base layers)
-            where_from = mounts.get(blob.digest)
-            outcome = dst.push_blob(dst_repo, blob, lambda b=blob: _BlobStream(src, src_repo, b),  # type: ignore[misc]
-                                    mount_from=where_from if where_from != dst_repo else None)
-            stats.add(outcome, blob.size)
-            mounts.setdefault(blob.digest, dst_repo)
-        dst.put_manifest(dst_repo, str(m.digest), m)
+            dst.push(dst_repo, blob, lambda b=blob: _BlobStream(src, src_repo, b), stats)  # type: ignore[misc]
+        dst.target.put_manifest(dst_repo, str(m.digest), m)
     else:
         for blob in m.children():
-            stats.add("exists", blob.size)
-            mounts.setdefault(blob.digest, dst_repo)
+            dst.known(dst_repo, blob, stats)
     return m
 
 
-def mirror_one(step: MirrorStep, clients: ClientFactory, mounts: dict[Digest, str]) -> MirrorResult:
+def mirror_one(step: MirrorStep, clients: ClientFactory,
+               transfers: dict[str, reg.BlobTransfer]) -> MirrorResult:
+    """Copy one image; ``transfers`` (one per target host) remembers blobs pushed by earlier
+    steps so that they are mounted, not uploaded again."""
     src, dst = clients(step.source.domain), clients(step.target.domain)
+    transfer = transfers.setdefault(step.target.domain, reg.BlobTransfer(dst))
     src_repo, dst_repo = step.source.path, step.target.path
     tag = step.target.tag or step.image.version
     where = str(step.source)
     top = src.get_manifest(src_repo, step.source.reference)
-    stats = BlobStats()
+    stats = reg.TransferStats()
     if top.is_index:
         target_top, picked = filter_index(top, step.arches, step.keep_all_platforms, where)
         platforms = {a: d.platform_string or a.platform for a, d in picked.items()}
@@ -307,9 +292,9 @@ def mirror_one(step: MirrorStep, clients: ClientFactory, mounts: dict[Digest, st
                             {a: (platforms[a], d.digest) for a, d in sorted(picked.items(), key=_order)},
                             unchanged=True, blobs=stats)
     for desc in to_copy:
-        _copy_manifest(src, src_repo, dst, dst_repo, desc, mounts, stats)
+        _copy_manifest(src, src_repo, transfer, dst_repo, desc, stats)
     if not top.is_index:
-        _copy_manifest(src, src_repo, dst, dst_repo, top.descriptor(), mounts, stats)
+        _copy_manifest(src, src_repo, transfer, dst_repo, top.descriptor(), stats)
     else:
         dst.put_manifest(dst_repo, str(target_top.digest), target_top)
     for a, d in picked.items():
@@ -326,13 +311,13 @@ def _order(item: tuple[Arch, Any]) -> int:
 
 
 def mirror(steps: Sequence[MirrorStep], clients: ClientFactory) -> list[MirrorResult]:
-    mounts: dict[Digest, str] = {}
+    transfers: dict[str, reg.BlobTransfer] = {}
     results = []
     for step in steps:
-        r = mirror_one(step, clients, mounts)
+        r = mirror_one(step, clients, transfers)
         verb = "unchanged" if r.unchanged else (
-            f"{r.blobs.uploaded} blobs copied ({r.blobs.bytes_uploaded} bytes), "
-            f"{r.blobs.mounted} mounted, {r.blobs.exists} present")
+            f"{r.blobs.uploaded} blobs copied ({r.blobs.uploaded_bytes} bytes), "
+            f"{r.blobs.mounted} mounted, {r.blobs.existing} present")
         note(f"mirror {step.source} -> {step.target} [{', '.join(a.k8s for a in step.arches)}]: {verb}")
         results.append(r)
     return results

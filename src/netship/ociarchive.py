@@ -27,7 +27,7 @@ from typing import BinaryIO
 from .digest import CHUNK, Digest
 from .errors import BundleError
 from .imageref import ImageRef
-from .registry import INDEXES, OCI_INDEX, Descriptor, Manifest, Registry
+from .registry import INDEXES, OCI_INDEX, BlobTransfer, Descriptor, Manifest, Registry, TransferStats
 
 ANN_CONTAINERD_NAME = "io.containerd.image.name"
 ANN_REF_NAME = "org.opencontainers.image.ref.name"
@@ -296,18 +296,12 @@ class _CountingWriter:
 # --- pushing an archive's OCI layout to a registry --------------------------------------------
 
 @dataclass
-class PushStats:
-    uploaded: int = 0
-    mounted: int = 0
-    existing: int = 0
-    uploaded_bytes: int = 0
+class PushStats(TransferStats):
     manifests: int = 0
     tags: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, object]:
-        return {"uploaded": self.uploaded, "mounted": self.mounted, "existing": self.existing,
-                "uploaded_bytes": self.uploaded_bytes, "manifests": self.manifests,
-                "tags": sorted(self.tags)}
+        return {**super().to_json(), "manifests": self.manifests, "tags": sorted(self.tags)}
 
 
 def push_layout(archive: str | Path, target: Registry, retarget) -> PushStats:
@@ -338,22 +332,13 @@ def push_layout(archive: str | Path, target: Registry, retarget) -> PushStats:
             return m
 
         index = json.loads(read("index.json"))
-        home: dict[str, str] = {}  # blob hex -> a repository we pushed it to in this run
+        transfer = BlobTransfer(target)
 
         def push_blob(repo: str, d: Descriptor) -> None:
             name = blob_path(d.digest)
             if name not in members:
                 raise BundleError(f"{where}: {name} missing")
-            outcome = target.push_blob(repo, d, lambda: tar.extractfile(members[name]),  # type: ignore[arg-type, return-value]
-                                       mount_from=home.get(d.digest.hex))
-            home.setdefault(d.digest.hex, repo)
-            if outcome == "uploaded":
-                stats.uploaded += 1
-                stats.uploaded_bytes += d.size
-            elif outcome == "mounted":
-                stats.mounted += 1
-            else:
-                stats.existing += 1
+            transfer.push(repo, d, lambda: tar.extractfile(members[name]), stats)  # type: ignore[arg-type, return-value]
 
         def push_image(repo: str, m: Manifest, reference: str) -> None:
             for d in m.children():

@@ -497,3 +497,48 @@ def client_for(host: str, *, ca_bundle: Path | None = None, timeout: float = 30.
     """The usual client: credentials from ``~/.docker/config.json`` unless told otherwise."""
     cfg = docker_config if docker_config is not None else Path.home() / ".docker" / "config.json"
     return Registry(host, ca_bundle=ca_bundle, timeout=timeout, docker_config=cfg)
+
+
+@dataclass
+class TransferStats:
+    """What pushing blobs into a registry did: counts by outcome and bytes sent."""
+
+    uploaded: int = 0
+    mounted: int = 0
+    existing: int = 0
+    uploaded_bytes: int = 0
+
+    def add(self, outcome: str, size: int) -> None:
+        if outcome == "uploaded":
+            self.uploaded += 1
+            self.uploaded_bytes += size
+        elif outcome == "mounted":
+            self.mounted += 1
+        else:
+            self.existing += 1
+
+    def to_json(self) -> dict[str, int]:
+        return {"uploaded": self.uploaded, "mounted": self.mounted, "existing": self.existing,
+                "uploaded_bytes": self.uploaded_bytes}
+
+
+class BlobTransfer:
+    """Pushes blobs into one registry, mounting a blob that this transfer already put in
+    another repository there instead of uploading it again (mirror and push-bundle)."""
+
+    def __init__(self, target: Registry):
+        self.target = target
+        self.homes: dict[Digest, str] = {}  # blob -> a repository of target that has it
+
+    def push(self, repo: str, desc: Descriptor, opener: Callable[[], BinaryIO],
+             stats: TransferStats) -> str:
+        home = self.homes.get(desc.digest)
+        outcome = self.target.push_blob(repo, desc, opener, mount_from=home if home != repo else None)
+        self.homes.setdefault(desc.digest, repo)
+        stats.add(outcome, desc.size)
+        return outcome
+
+    def known(self, repo: str, desc: Descriptor, stats: TransferStats) -> None:
+        """Record a blob the target holds already (its manifest is there)."""
+        self.homes.setdefault(desc.digest, repo)
+        stats.add("exists", desc.size)

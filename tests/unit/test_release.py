@@ -20,7 +20,8 @@ from netship.arch import ALL_ARCHES, Arch
 from netship.buildreport import ArchResult, BuildReport, ImageResult
 from netship.digest import Digest, sha256_bytes
 from netship.errors import RegistryError, UsageError
-from netship.mirror import BlobStats, MirrorResult
+from netship.mirror import MirrorResult
+from netship.registry import TransferStats
 from netship.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,7 +72,7 @@ class Stages:
         self.calls.append(("mirror", [s.image.name for s in steps]))
         self._check("mirror")
         return [MirrorResult(s, dg(str(s.target)), dg(str(s.source)),
-                             {a: (a.platform, dg(f"{s.target}{a}")) for a in s.arches}, False, BlobStats())
+                             {a: (a.platform, dg(f"{s.target}{a}")) for a in s.arches}, False, TransferStats())
                 for s in steps]
 
     def bundle(self, settings, arches, out, multiarch, compression):
