@@ -6,7 +6,7 @@ from typing import Any
 
 from invoke import Collection
 
-from .. import buildplan, buildx, output, stack
+from .. import output
 from ..arch import parse_arches
 from . import netship_task, settings_from
 
@@ -34,6 +34,7 @@ def build(ctx: Any, arch: str | None = None, image: str | None = None, registry:
           push: bool = True, builder: str | None = None, base_image: str | None = None,
           dry_run: bool = False, json: bool = False) -> None:
     """Build the add-on images for every arch from the fetch tree; push them and write the build report."""
+    from .. import buildplan, buildx  # imported here: `netship --help` and other tasks skip their cost
     settings = settings_from(ctx, registry=registry, builder=builder, base_image=base_image)
     arches = parse_arches(arch)
     explicit = bool(arch) and arch.strip().lower() != "all"
@@ -57,6 +58,7 @@ def _registry_task(action: str):
         "registry": "registry address 127.0.0.1:PORT (default 127.0.0.1:5000)",
         "json": "print a machine-readable summary on stdout"})
     def task(ctx: Any, registry: str | None = None, json: bool = False) -> None:
+        from .. import stack  # imported here: keeps CLI start-up fast
         settings = settings_from(ctx, registry=registry)
         state_dir = settings.cache_dir / "registry"
         if action == "start":

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import bundle as bundle_mod
 from ..arch import parse_arches
 from ..errors import VerificationError
 from ..output import emit, note
@@ -31,6 +30,8 @@ def bundle_offline(c: Any, arch: str = "all", registry: str = "", compression: s
     settings = settings_from(c)
     arches = None if arch.strip().lower() in ("", "all") else parse_arches(arch)
     skipped: list[str] = []
+    from .. import bundle as bundle_mod  # imported here: keeps CLI start-up fast
+
     results = bundle_mod.bundle_offline(
         settings, arches, compression=compression, multiarch=multiarch or only_multiarch,
         per_arch=not only_multiarch, out_dir=Path(out) if out else None,
@@ -71,6 +72,8 @@ def push_bundle(c: Any, file: str, registry: str = "", no_verify: bool = False, 
     """Push a bundle's images to a registry through its HTTP API, skipping blobs it has."""
     settings = settings_from(c)
     target = registry or settings.registry
+    from .. import bundle as bundle_mod  # imported here: keeps CLI start-up fast
+
     summary = bundle_mod.push_bundle(settings, Path(file), target, verify=not no_verify)
     emit(summary, json,
          [f"pushed {len(summary['tags'])} tags to {target}: {summary['uploaded']} blobs uploaded, "

@@ -5,9 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .. import buildreport
-from .. import mirror as mirror_mod
-from .. import release as release_mod
 from ..arch import parse_arches
 from ..catalog import load_catalog
 from ..fsutil import remove_stale_temps
@@ -32,6 +29,9 @@ def mirror(ctx: Any, arch: str = "all", image: str = "", registry: str = "", kee
     """Copy images netship does not build (calico, cilium) into the private registry."""
     settings = settings_from(ctx, registry=registry or None, mirror_file=mirror_file or None)
     arches = parse_arches(arch)
+    from .. import buildreport  # imported here: keeps CLI start-up fast
+    from .. import mirror as mirror_mod
+
     catalog = load_catalog(settings.catalog_dir)
     images = mirror_mod.load_mirror_images(mirror_mod.mirror_file(settings), catalog)
     skipped: list[str] = []
@@ -81,6 +81,8 @@ def release(ctx: Any, arch: str = "all", registry: str = "", push: bool = False,
         raise unknown("compression", compression, COMPRESSIONS, "--compression")
     settings = settings_from(ctx, registry=registry or None, allow_unpinned=allow_unpinned or None)
     arches = parse_arches(arch)
+    from .. import release as release_mod  # imported here: keeps CLI start-up fast
+
     plan = release_mod.plan_release(settings, arches=arches, explicit_arches=arch.strip().lower() != "all",
                                     out=Path(out) if out else None, push=push, compression=compression,
                                     mirror_images=mirror)
