@@ -30,15 +30,27 @@ def test_terminal_gets_rich_bars_with_bytes_and_rate():
     assert "2.0 MB" in out or "2.0/2.0 MB" in out  # rich's DownloadColumn
 
 
-def test_not_a_terminal_gets_plain_lines(caplog):
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def test_not_a_terminal_gets_plain_lines():
     stream = io.StringIO()
     progress = make_progress(stream)
     assert isinstance(progress, PlainProgress)
+    # Our own handler on netship's logger: caplog's capture depends on what earlier tests
+    # did to logging (seen doubling every record in the full suite).
     logger = logging.getLogger("netship")
-    propagate = logger.propagate
-    logger.propagate = True
+    collect, level = _Collect(), logger.level
+    logger.addHandler(collect)
+    logger.setLevel(logging.INFO)
     try:
-        with caplog.at_level(logging.INFO, logger="netship"), progress:
+        with progress:
             cb = progress.for_asset("calicoctl/v3.31.7/arm64")
             cb("start", url="http://m/calicoctl", offset=10, total=100)
             for _ in range(50):
@@ -46,8 +58,8 @@ def test_not_a_terminal_gets_plain_lines(caplog):
             cb("start", url="http://m/calicoctl", offset=60, total=100)
             cb("done", status="downloaded")
     finally:
-        logger.propagate = propagate
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["downloading calicoctl/v3.31.7/arm64 from http://m/calicoctl (resuming at byte 10)",
-                     "calicoctl/v3.31.7/arm64: downloaded"]
+        logger.removeHandler(collect)
+        logger.setLevel(level)
+    assert collect.lines == ["downloading calicoctl/v3.31.7/arm64 from http://m/calicoctl (resuming at byte 10)",
+                             "calicoctl/v3.31.7/arm64: downloaded"]
     assert stream.getvalue() == ""
