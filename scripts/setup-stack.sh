@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install and start netship's real test stack on Debian 12 as root:
 # Docker Engine (docker.io), buildx (Debian 13's static docker-buildx, unpacked only),
-# qemu-user-static + binfmt, the Distribution registry on 127.0.0.1:5000, skopeo.
+# qemu-user-static + binfmt, the Distribution registry on 127.0.0.1:5000, skopeo, podman.
 # Idempotent: a second run finds everything up and returns fast.
 set -euo pipefail
 
@@ -21,6 +21,7 @@ command -v dockerd >/dev/null || need_pkgs+=(docker.io)
 command -v update-binfmts >/dev/null || need_pkgs+=(binfmt-support)
 [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)
 command -v skopeo >/dev/null || need_pkgs+=(skopeo)
+command -v podman >/dev/null || need_pkgs+=(podman)  # a fourth reader of bundle image archives
 command -v mmdebstrap >/dev/null || true
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"

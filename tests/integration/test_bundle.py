@@ -1,6 +1,6 @@
 """Offline bundles on the real stack: the images built by the build issue's session fixture
 (every image, all five arches, in the session registry) are bundled straight from the
-registry and then read by the real docker 20.10, containerd 1.6 (ctr), skopeo, install.sh,
+registry and then read by the real docker 20.10, containerd 1.6 (ctr), skopeo, podman, install.sh,
 and pushed into a second loopback registry.
 """
 
@@ -9,8 +9,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import tarfile
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -140,6 +142,23 @@ def test_skopeo_reads_every_image(unpacked, arch):
         info = json.loads(sh("skopeo", "inspect", f"docker-archive:{archive}:{tag}").stdout)
         assert info["Architecture"] == Arch.parse(arch).oci_architecture
         assert info["Name"] == tag.rsplit(":", 1)[0]
+
+
+@pytest.mark.parametrize("arch", ["arm64", "s390x"])
+def test_podman_load_reads_every_image(unpacked, arch, tmp_path):
+    """podman (4.3, Debian's) loads the archive into a throw-away store of its own."""
+    runroot = Path(tempfile.mkdtemp(prefix="podman-"))  # podman refuses a runroot over 50 characters
+    store = ["--storage-driver", "vfs", "--root", str(tmp_path / "root"), "--runroot", str(runroot)]
+    out = sh("podman", *store, "load", "-i", unpacked[arch] / "images" / "images.tar").stdout
+    for tag in tags_of(unpacked[arch]):
+        assert f"Loaded image: {tag}" in out
+    listed = json.loads(sh("podman", *store, "images", "--format", "json").stdout)
+    names = {n for img in listed for n in img.get("Names") or []}
+    assert set(tags_of(unpacked[arch])) <= names
+    for tag in tags_of(unpacked[arch])[:2]:
+        info = json.loads(sh("podman", *store, "image", "inspect", tag).stdout)[0]
+        assert info["Architecture"] == Arch.parse(arch).oci_architecture
+    shutil.rmtree(runroot, ignore_errors=True)
 
 
 def test_install_sh_against_real_docker_installs_binaries(unpacked, bundle_settings, tmp_path):
