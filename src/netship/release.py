@@ -500,9 +500,15 @@ def describe(plan_json: Mapping[str, Any]) -> list[str]:
     """The dry-run plan as lines: downloads, builds, copies, files."""
     lines = [f"release {plan_json['version']} -> {plan_json['out']} (registry {plan_json['registry']}, "
              f"arches {', '.join(plan_json['arches'])})"]
+    unpinned = []
     for a in plan_json["fetch"]:
         state = "cached" if a["cached"] else "download"
-        lines.append(f"  fetch    {state:8} {a['asset']:44} {a['url']}")
+        pin = "" if a.get("sha256") else "  UNPINNED"
+        unpinned += [a["asset"]] if pin else []
+        lines.append(f"  fetch    {state:8} {a['asset']:44} {a['url']}{pin}")
+    if unpinned:
+        lines.append(f"  note     {len(unpinned)} asset(s) have no pinned sha256: fetch refuses them unless "
+                     "--allow-unpinned; pin them with `netship pins update --component NAME --version TAG`")
     build = plan_json.get("build")
     if isinstance(build, Mapping):
         for img in build.get("images", []):

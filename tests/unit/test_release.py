@@ -125,6 +125,12 @@ def test_plan_is_data_and_names_every_output(settings):
     assert js["write"][-2:] == ["SHA256SUMS", "RELEASE.md"] and "manifests/flannel.yml" in js["write"]
     lines = rel.describe({**js, "build": {"images": [], "note": "n"}})
     assert any(line.startswith("  fetch    download flannel/v0.28.9/amd64") for line in lines)
+    # the real catalog: flannel has no known pin, the amd64 CNI tarball has kubespray's
+    flannel = next(x for x in lines if "flannel/v0.28.9/amd64" in x)
+    cni = next(x for x in lines if "cni-plugins/v1.9.1/amd64" in x)
+    assert flannel.endswith("UNPINNED") and not cni.endswith("UNPINNED")
+    unpinned = sum(1 for a in plan.assets if not a.pin.known)
+    assert any(x.startswith(f"  note     {unpinned} asset(s) have no pinned sha256") for x in lines)
     assert any("mirror   docker.io/calico/node:v3.31.7 -> 127.0.0.1:5000/calico/node:v3.31.7" in x for x in lines)
     assert not settings.out_dir.exists()  # planning touches nothing
 
