@@ -22,6 +22,7 @@ command -v update-binfmts >/dev/null || need_pkgs+=(binfmt-support)
 [ -x /usr/bin/docker-registry ] || need_pkgs+=(docker-registry)
 command -v skopeo >/dev/null || need_pkgs+=(skopeo)
 command -v podman >/dev/null || need_pkgs+=(podman)  # a fourth reader of bundle image archives
+command -v shellcheck >/dev/null || need_pkgs+=(shellcheck)  # lints install.sh as POSIX sh
 command -v mmdebstrap >/dev/null || true
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   log "installing ${need_pkgs[*]}"
