@@ -25,19 +25,19 @@ import fcntl
 import gzip
 import hashlib
 import importlib.resources
-import json
 import os
 import shutil
 import struct
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any, BinaryIO
 
-from . import __version__
+from . import __version__, buildreport
 from .arch import Arch
+from .buildreport import BuildReport
 from .catalog import Asset, load_catalog
 from .digest import CHUNK
 from .errors import BundleError, ConfigError, NetshipError, unknown
@@ -66,63 +66,34 @@ INVENTORY = "bundle.json"
 INSTALLER = "install.sh"
 
 
-# --- the build report (issue 3's contract) ----------------------------------------------
+# --- the images to bundle ------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class ReportArch:
-    platform: str
-    tag: str
-    digest: str
+MIRROR_REPORT = "mirror-report.json"  # what `netship mirror` writes beside the build report
 
 
-@dataclass(frozen=True)
-class ReportImage:
-    name: str
-    version: str
-    repository: str
-    tag: str
-    digest: str
-    components: Mapping[str, str]
-    arches: Mapping[str, ReportArch]
-
-
-def load_report(path: Path) -> tuple[str, dict[str, ReportImage]]:
-    """(registry, images) from the build report, through ``netship.buildreport`` when present."""
-    try:
-        raw = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise BundleError(f"{path}: build report not found (run `invoke build` first)") from None
-    except ValueError as e:
-        raise ConfigError(f"{path}: malformed JSON: {e}") from None
-    try:  # validate through the owner's loader when it exists
-        from . import buildreport  # type: ignore[attr-defined]
-
-        buildreport.load(path)
-    except ImportError:
-        pass
-    images: dict[str, ReportImage] = {}
-    try:
-        for key, img in sorted((raw.get("images") or {}).items()):
-            arches = {
-                Arch.parse(a, f"{path}: images.{key}.arches").k8s: ReportArch(
-                    str(v["platform"]), str(v["tag"]), str(v["digest"]))
-                for a, v in (img.get("arches") or {}).items()
-            }
-            images[key] = ReportImage(
-                name=str(img.get("name", key)), version=str(img["version"]),
-                repository=str(img["repository"]), tag=str(img["tag"]), digest=str(img["digest"]),
-                components=dict(img.get("components") or {}), arches=arches,
-            )
-    except (KeyError, TypeError, AttributeError) as e:
-        raise ConfigError(f"{path}: malformed build report: missing {e}") from None
-    if not images:
+def load_images(settings: Settings) -> tuple[BuildReport, frozenset[str]]:
+    """The build report, plus the images `netship mirror` copied into the same registry
+    (calico, cilium) when its report is there, and the names of those mirrored images.
+    Every per-arch image must have been pushed."""
+    path = settings.build_report
+    if not path.exists():
+        raise BundleError(f"{path}: build report not found (run `netship build` first)")
+    report = buildreport.load(path)
+    mirrored_names: frozenset[str] = frozenset()
+    mirrored_path = path.parent / MIRROR_REPORT
+    if mirrored_path.exists():
+        mirrored = buildreport.load(mirrored_path)
+        if mirrored.registry == report.registry:
+            mirrored_names = frozenset(mirrored.images) - set(report.images)
+            report = replace(report, images={**mirrored.images, **report.images})
+    if not report.images:
         raise BundleError(f"{path}: build report lists no images")
-    for key, img in images.items():
-        for a, e in img.arches.items():
-            if e.digest in ("None", ""):
-                raise BundleError(f"{path}: image {key} arch {a} was not pushed (no digest); "
+    for key, img in report.images.items():
+        for arch, entry in img.arches.items():
+            if entry.digest is None:
+                raise BundleError(f"{path}: image {key} arch {arch} was not pushed (no digest); "
                                   "bundles are read from the registry: build with --push")
-    return str(raw.get("registry", "")), images
+    return report, mirrored_names
 
 
 # --- the plan -------------------------------------------------------------------------------
@@ -180,24 +151,29 @@ def plan_bundles(
     if compression not in COMPRESSIONS:
         raise unknown("compression", compression, COMPRESSIONS, "--compression")
     out = Path(out_dir or settings.out_dir)
-    _reg, images = load_report(settings.build_report)
-    built = sorted({a for img in images.values() for a in img.arches}, key=lambda a: Arch.parse(a).value)
-    chosen = tuple(arches) if arches else tuple(a for a in Arch if a.k8s in built)
+    report, mirrored = load_images(settings)
+    images = dict(sorted(report.images.items()))
+    built = {a for key, img in images.items() if key not in mirrored for a in img.arches}
+    chosen = tuple(arches) if arches else tuple(a for a in Arch if a in built)
     catalog = load_catalog(settings.catalog_dir)
     mtime = settings.source_date_epoch or 0
     plans: list[BundlePlan] = []
     for arch in chosen if per_arch else ():
         sources, inv_images = [], {}
         for key, img in images.items():
-            entry = img.arches.get(arch.k8s)
+            entry = img.arches.get(arch)
             if entry is None:
-                have = ", ".join(sorted(img.arches)) or "none"
+                if key in mirrored:  # upstream does not publish this image for arch
+                    if skipped is not None:
+                        skipped.append(f"mirrored image {key} has no {arch}: not in the {arch} bundle")
+                    continue
+                have = ", ".join(a.k8s for a in img.arches) or "none"
                 raise BundleError(f"{settings.build_report}: image {key} has no arch {arch} (built: {have})")
             names = (img.tag, entry.tag)
-            sources.append(SourceImage(_read_from(img.repository, registry), entry.digest, names))
+            sources.append(SourceImage(_read_from(img.repository, registry), str(entry.digest), names))
             inv_images[key] = {"version": img.version, "platform": entry.platform,
-                               "tags": sorted(names), "digest": entry.digest,
-                               "index_digest": img.digest, "components": dict(img.components)}
+                               "tags": sorted(names), "digest": str(entry.digest),
+                               "index_digest": str(img.digest), "components": dict(img.components)}
         comps, bins = _binaries(settings, catalog, arch, tree_paths, skipped)
         name = bundle_name(__version__, arch)
         plans.append(BundlePlan(name, arch, compression, out / (name + COMPRESSIONS[compression]),
@@ -205,14 +181,14 @@ def plan_bundles(
     if multiarch:
         sources, inv_images = [], {}
         for key, img in images.items():
-            sources.append(SourceImage(_read_from(img.repository, registry), img.digest, (img.tag,)))
-            for _a, entry in sorted(img.arches.items()):
-                sources.append(SourceImage(_read_from(img.repository, registry), entry.digest, (entry.tag,)))
+            sources.append(SourceImage(_read_from(img.repository, registry), str(img.digest), (img.tag,)))
+            for _a, entry in sorted(img.arches.items(), key=lambda item: item[0].k8s):
+                sources.append(SourceImage(_read_from(img.repository, registry), str(entry.digest), (entry.tag,)))
             inv_images[key] = {
-                "version": img.version, "tags": [img.tag], "digest": img.digest,
+                "version": img.version, "tags": [img.tag], "digest": str(img.digest),
                 "components": dict(img.components),
-                "arches": {a: {"platform": e.platform, "tag": e.tag, "digest": e.digest}
-                           for a, e in sorted(img.arches.items())},
+                "arches": {a.k8s: {"platform": e.platform, "tag": e.tag, "digest": str(e.digest)}
+                           for a, e in sorted(img.arches.items(), key=lambda item: item[0].k8s)},
             }
         name = bundle_name(__version__, None)
         plans.append(BundlePlan(name, None, compression, out / (name + COMPRESSIONS[compression]),
@@ -667,8 +643,7 @@ def bundle_offline(
         if registries is None:
             registries = registries_for(settings, plans)
         if manifest_writer is True:
-            rep_registry, _ = load_report(settings.build_report)
-            manifest_writer = default_manifest_writer(rep_registry or settings.registry)
+            manifest_writer = default_manifest_writer(load_images(settings)[0].registry or settings.registry)
         results = []
         for plan in plans:
             note(f"writing {plan.path}")

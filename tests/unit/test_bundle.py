@@ -285,3 +285,30 @@ def test_verify_catches_flipped_bytes_in_the_bundle_file(env, tmp_path, compress
         assert ("altered", r.path.name) in problems(r.path)
     r.path.write_bytes(data)
     assert verify_bundle(r.path).ok
+
+
+def test_mirrored_images_join_the_bundles_of_the_arches_they_have(env, mini):
+    """`netship mirror`'s report beside the build report adds calico-like images; an arch
+    upstream does not publish is left out of that arch's bundle with a note, not an error."""
+    settings, _report, _tp = env
+    h = mini.host
+    dg, size = mini.add_image("calico/node", "v3-amd64", {"calico": b"node" * 300}, arch="amd64", shared=BASE)
+    list_dg, _ = mini.add_list("calico/node", "v3", [(dg, size, "amd64")])
+    mirror = {"registry": h, "images": {"calico-node": {
+        "name": "calico-node", "version": "v3", "repository": f"{h}/calico/node", "tag": f"{h}/calico/node:v3",
+        "digest": list_dg, "components": {"calicoctl": "v3"},
+        "arches": {"amd64": {"platform": "linux/amd64", "tag": f"{h}/calico/node:v3-amd64", "digest": dg}}}}}
+    (settings.out_dir / "mirror-report.json").write_text(json.dumps(mirror))
+    skipped: list[str] = []
+    amd, arm = make(env, arches=[Arch.AMD64, Arch.ARM64], skipped=skipped)
+    inv_amd = json.loads(members(amd.path)[f"{amd.path.name.removesuffix('.tar.gz')}/bundle.json"])
+    inv_arm = json.loads(members(arm.path)[f"{arm.path.name.removesuffix('.tar.gz')}/bundle.json"])
+    assert inv_amd["images"]["calico-node"]["digest"] == dg
+    assert "calico-node" not in inv_arm["images"] and set(inv_arm["images"]) == {"flannel", "cni-plugins"}
+    assert any("mirrored image calico-node has no arm64" in s for s in skipped)
+    # a mirror report for another registry is not this build's: ignored
+    mirror["registry"] = "127.0.0.1:1"
+    (settings.out_dir / "mirror-report.json").write_text(json.dumps(mirror))
+    (again,) = make(env, out=settings.out_dir / "other")
+    inv = json.loads(members(again.path)[f"{again.path.name.removesuffix('.tar.gz')}/bundle.json"])
+    assert "calico-node" not in inv["images"]
