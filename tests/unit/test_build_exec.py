@@ -11,13 +11,14 @@ from pathlib import Path
 import pytest
 
 from netship import buildreport, stack
-from netship.arch import ALL_ARCHES, Arch
+from netship.arch import Arch
 from netship.buildplan import MULTI_PLATFORM, PER_PLATFORM, make_plan
 from netship.buildx import BuildState, execute, parse_inspect
 from netship.catalog import load_catalog
 from netship.digest import Digest
 from netship.errors import BuildError, CommandError, ConfigError, RegistryError
 from netship.images import load_images, select
+from tests.support.fetchtree import write_fetch_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 REG = "127.0.0.1:5000/t-unit"
@@ -80,16 +81,7 @@ def catalog():
 
 @pytest.fixture()
 def tree(tmp_path, catalog):
-    specs = load_images(ROOT / "images", catalog)
-    root = tmp_path / "tree"
-    for spec in specs.values():
-        for b in spec.binaries:
-            for arch in ALL_ARCHES:
-                p = root / b.component / catalog.component(b.component).version / arch.k8s / (
-                    "README.md" if b.whole_tree else b.file)
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(f"{b.file} {arch}".encode())
-    return root
+    return write_fetch_tree(tmp_path / "tree", load_images(ROOT / "images", catalog), catalog)
 
 
 def make(catalog, tree, strategy=PER_PLATFORM, names=None, push=True):

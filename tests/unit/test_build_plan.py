@@ -22,6 +22,7 @@ from netship.buildplan import (
 from netship.catalog import load_catalog
 from netship.errors import BuildError, ConfigError, UsageError
 from netship.images import dockerfile_mismatches, load_images, select
+from tests.support.fetchtree import write_fetch_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGES = ROOT / "images"
@@ -42,15 +43,7 @@ def specs(catalog):
 @pytest.fixture()
 def tree(tmp_path, specs, catalog):
     """A fetch tree holding every file the specs name, for every arch."""
-    root = tmp_path / "tree"
-    for spec in specs.values():
-        for b in spec.binaries:
-            for arch in ALL_ARCHES:
-                p = root / b.component / catalog.component(b.component).version / arch.k8s / (
-                    "README.md" if b.whole_tree else b.file)
-                p.parent.mkdir(parents=True, exist_ok=True)
-                p.write_bytes(f"{b.component} {b.file} {arch}".encode())
-    return root
+    return write_fetch_tree(tmp_path / "tree", specs, catalog)
 
 
 def plan(specs, catalog, tree, strategy=PER_PLATFORM, names=None, arches=None, **kw):
