@@ -30,7 +30,8 @@ class NetshipProgram(Program):
         and turn its SystemExit into our code; invoke's parse errors become exit 2.
         """
         argv = list(sys.argv if argv is None else argv)
-        argv = [argv[0], *join_subcommands(argv[1:], ns)]
+        # Bare `netship`: list the tasks (invoke would print only its core options).
+        argv = [argv[0], *(join_subcommands(argv[1:], ns) if argv[1:] else ["--list"])]
         self._parse_failed = False
         try:
             super().run(argv, exit=True)

@@ -96,3 +96,15 @@ def test_fixture_upstream_pins_match(tmp_path):
         assert hashlib.sha256(up.path_for(asset.url).read_bytes()).hexdigest() == asset.pin.sha256.hex
     lock = json.loads((tmp_path / "cat" / "pins.lock").read_text())
     assert "calicoctl" in lock["components"]
+
+
+def test_bare_netship_lists_tasks_and_groups_read_as_subcommands(capsys):
+    from netship.cli import join_subcommands, program
+    from netship.tasks import ns
+
+    assert program.run(["netship"], exit=False) == 0
+    out = capsys.readouterr().out
+    for task in ("fetch", "build", "bundle-offline", "manifests", "release", "pins.update", "verify-bundle"):
+        assert task in out
+    assert join_subcommands(["pins", "update", "--component", "pins"], ns) == ["pins.update", "--component", "pins"]
+    assert join_subcommands(["manifests", "--network", "flannel"], ns) == ["manifests", "--network", "flannel"]
