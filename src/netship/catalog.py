@@ -196,17 +196,24 @@ def _require(mapping: Mapping[str, Any], key: str, where: str) -> Any:
     return mapping[key]
 
 
-def _check_keys(mapping: Mapping[str, Any], allowed: set[str], where: str) -> None:
-    for key in mapping:
+def check_mapping(raw: Any, allowed: set[str], where: str, required: tuple[str, ...] = ()) -> Mapping[str, Any]:
+    """One hand-edited YAML mapping checked at the edge: a mapping, no unknown key (with a
+    "did you mean"), every ``required`` key present and not empty. Catalog, image specs and
+    mirror-images.yml share it."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: expected a mapping")
+    for key in raw:
         if key not in allowed:
             raise unknown("key", str(key), allowed, where)
+    for key in required:
+        if not raw.get(key):
+            raise ConfigError(f"{where}: missing key {key!r}")
+    return raw
 
 
 def _parse_component(name: str, raw: Any, path: Path) -> Component:
     where = f"{path}: components.{name}"
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping")
-    _check_keys(raw, _COMPONENT_KEYS, where)
+    check_mapping(raw, _COMPONENT_KEYS, where)
     fmt = _require(raw, "format", where)
     if fmt not in FORMATS:
         raise unknown("format", fmt, FORMATS, f"{where}.format")
@@ -218,9 +225,7 @@ def _parse_component(name: str, raw: Any, path: Path) -> Component:
         (Arch.parse(str(k), f"{where}.arch_names"), str(v)) for k, v in (raw.get("arch_names") or {}).items()
     )
     cs = raw.get("checksums") or {"layout": "none"}
-    if not isinstance(cs, Mapping):
-        raise ConfigError(f"{where}.checksums: expected a mapping")
-    _check_keys(cs, _CHECKSUM_KEYS, f"{where}.checksums")
+    check_mapping(cs, _CHECKSUM_KEYS, f"{where}.checksums")
     layout = cs.get("layout", "none")
     if layout not in LAYOUTS:
         raise unknown("checksum layout", str(layout), LAYOUTS, f"{where}.checksums.layout")
@@ -309,7 +314,7 @@ def load_catalog(directory: Path | str) -> Catalog:
     raw = load_yaml(path)
     if not isinstance(raw, Mapping) or not isinstance(raw.get("components"), Mapping):
         raise ConfigError(f"{path}: expected a mapping with key 'components'")
-    _check_keys(raw, {"components"}, str(path))
+    check_mapping(raw, {"components"}, str(path))
     components = {str(n): _parse_component(str(n), c, path) for n, c in raw["components"].items()}
     pins = load_pins(directory / LOCK_FILE)
     for comp, _version, _arch in pins:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .arch import ALL_ARCHES, Arch
-from .catalog import Catalog, load_yaml
+from .catalog import Catalog, check_mapping, load_yaml
 from .errors import ConfigError, UsageError, unknown
 
 _KEYS = {"name", "description", "dockerfile", "version_from", "arches", "binaries", "entrypoint",
@@ -95,14 +95,7 @@ def default_images_dir(catalog_dir: Path) -> Path:
 
 def _parse(path: Path, raw: Any, catalog: Catalog) -> ImageSpec:
     where = str(path)
-    if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: expected a mapping")
-    for key in raw:
-        if key not in _KEYS:
-            raise unknown("key", str(key), _KEYS, where)
-    for key in ("name", "dockerfile", "version_from", "binaries", "entrypoint"):
-        if not raw.get(key):
-            raise ConfigError(f"{where}: missing key {key!r}")
+    check_mapping(raw, _KEYS, where, ("name", "dockerfile", "version_from", "binaries", "entrypoint"))
     name = str(raw["name"])
     if not _NAME.match(name):
         raise ConfigError(f"{where}: name {name!r} is not a valid repository name (lowercase, digits, . _ -)")
@@ -118,14 +111,7 @@ def _parse(path: Path, raw: Any, catalog: Catalog) -> ImageSpec:
     dests: set[str] = set()
     for i, b in enumerate(raw["binaries"]):
         bwhere = f"{where}: binaries[{i}]"
-        if not isinstance(b, Mapping):
-            raise ConfigError(f"{bwhere}: expected a mapping")
-        for key in b:
-            if key not in _BINARY_KEYS:
-                raise unknown("key", str(key), _BINARY_KEYS, bwhere)
-        for key in ("component", "file", "dest"):
-            if not b.get(key):
-                raise ConfigError(f"{bwhere}: missing key {key!r}")
+        check_mapping(b, _BINARY_KEYS, bwhere, ("component", "file", "dest"))
         comp = str(b["component"])
         if comp not in catalog.components:
             raise unknown("component", comp, catalog.components, f"{bwhere}.component")

@@ -21,7 +21,7 @@ from typing import Any
 from . import registry as reg
 from .arch import ALL_ARCHES, Arch
 from .buildreport import ArchResult, BuildReport, ImageResult
-from .catalog import Catalog, load_yaml
+from .catalog import Catalog, check_mapping, load_yaml
 from .digest import Digest, sha256_bytes
 from .errors import ConfigError, RegistryError, UsageError, unknown
 from .imageref import DOCKER_HUB, ImageRef
@@ -92,13 +92,7 @@ def load_mirror_images(path: Path, catalog: Catalog) -> list[MirrorImage]:
     out = []
     for name, entry in raw["images"].items():
         where = f"{path}: images.{name}"
-        if not isinstance(entry, Mapping):
-            raise ConfigError(f"{where}: expected a mapping")
-        for key in entry:
-            if key not in _KEYS:
-                raise unknown("key", str(key), _KEYS, where)
-        if not entry.get("source"):
-            raise ConfigError(f"{where}: missing key 'source'")
+        check_mapping(entry, _KEYS, where, ("source",))
         if bool(entry.get("version_of")) == bool(entry.get("tag")):
             raise ConfigError(f"{where}: give exactly one of 'version_of' (a catalog component) or 'tag'")
         component = entry.get("version_of")
