@@ -40,7 +40,7 @@ from .arch import Arch
 from .buildreport import BuildReport
 from .catalog import Asset, load_catalog
 from .digest import CHUNK
-from .errors import BundleError, ConfigError, NetshipError, unknown
+from .errors import BundleError, ConfigError, unknown
 from .fsutil import TMP_PREFIX, atomic_open, dumps_json
 from .ociarchive import ArchivePlan, SourceImage, plan_archive, write_archive
 from .output import note
@@ -647,11 +647,7 @@ def bundle_offline(
         results = []
         for plan in plans:
             note(f"writing {plan.path}")
-            try:
-                results.append(write_bundle(settings, plan, registries,
-                                            manifest_writer=manifest_writer or None))
-            except NetshipError:
-                raise
+            results.append(write_bundle(settings, plan, registries, manifest_writer=manifest_writer or None))
         return results
 
 

@@ -22,7 +22,6 @@ from .fsutil import atomic_write_json
 
 CATALOG_FILE = "catalog.yml"
 LOCK_FILE = "pins.lock"
-UPSTREAM = "upstream"  # the mirror keyword meaning "the URL in the catalog"
 
 FORMATS = ("tgz", "binary")
 LAYOUTS = ("per-asset", "combined", "none")

@@ -6,7 +6,6 @@ import hashlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 from .errors import ConfigError
 
@@ -39,9 +38,6 @@ class Digest:
     def __str__(self) -> str:
         return f"{self.algorithm}:{self.hex}"
 
-    def new_hasher(self):
-        return hashlib.new(self.algorithm)
-
 
 def sha256_file(path: Path | str) -> Digest:
     h = hashlib.sha256()
@@ -53,13 +49,3 @@ def sha256_file(path: Path | str) -> Digest:
 
 def sha256_bytes(data: bytes) -> Digest:
     return Digest("sha256", hashlib.sha256(data).hexdigest())
-
-
-def copy_hashing(src: BinaryIO, dst: BinaryIO, hasher) -> int:
-    """Stream src into dst, feeding hasher; returns bytes copied. Memory stays flat."""
-    n = 0
-    for chunk in iter(lambda: src.read(CHUNK), b""):
-        hasher.update(chunk)
-        dst.write(chunk)
-        n += len(chunk)
-    return n

@@ -38,7 +38,7 @@ from . import __version__
 from .digest import Digest
 from .errors import ChecksumMismatch, FetchError
 from .output import note
-from .settings import Settings
+from .settings import UPSTREAM, Settings
 
 CHUNK = 1 << 20
 MAX_BACKOFF = 30.0
@@ -91,7 +91,7 @@ def mirror_urls(settings: Settings, upstream_url: str) -> list[str]:
     parts = urlsplit(upstream_url)
     out: list[str] = []
     for base in settings.mirrors:
-        url = upstream_url if base == "upstream" else f"{base.rstrip('/')}/{parts.netloc}{parts.path}"
+        url = upstream_url if base == UPSTREAM else f"{base.rstrip('/')}/{parts.netloc}{parts.path}"
         if url not in out:
             out.append(url)
     return out

@@ -52,11 +52,6 @@ def parse_header(head: bytes) -> ElfHeader | None:
     return ElfHeader(elf_class, big, machine)
 
 
-def is_elf(path: Path | str) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == ELF_MAGIC
-
-
 def check(path: Path | str, arch: Arch, what: str, *, require_elf: bool = False) -> ElfHeader | None:
     """Raise WrongArchitecture when ``path`` is an ELF file for another CPU than ``arch``.
 

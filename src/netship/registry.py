@@ -484,14 +484,6 @@ def _error_detail(resp: requests.Response) -> str:
     return ""
 
 
-def split_repository(repository: str) -> tuple[str, str]:
-    """``host:port/path/name`` -> (``host:port``, ``path/name``)."""
-    host, sep, path = repository.partition("/")
-    if not sep or not path:
-        raise RegistryError(f"{repository!r}: expected HOST[:PORT]/REPOSITORY")
-    return host, path
-
-
 def client_for(host: str, *, ca_bundle: Path | None = None, timeout: float = 30.0,
                docker_config: Path | None = None) -> Registry:
     """The usual client: credentials from ``~/.docker/config.json`` unless told otherwise."""

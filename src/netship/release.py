@@ -48,7 +48,6 @@ SUMS = "SHA256SUMS"
 NOTES = "RELEASE.md"
 MANIFESTS_DIR = "manifests"
 MANIFEST_NETWORKS = ("flannel", "kube-router")  # netship's own templates; calico needs upstream's file
-STAGES = ("fetch", "build", "mirror", "bundle", "manifests", "finish")
 
 
 class StageFailed(NetshipError):

@@ -19,6 +19,7 @@ from .errors import ConfigError, unknown
 
 ENV_PREFIX = "NETSHIP_"
 DEFAULT_REGISTRY = "127.0.0.1:5000"
+UPSTREAM = "upstream"  # the mirror keyword meaning "the URL in the catalog"
 
 
 def _default_cache() -> Path:
@@ -41,7 +42,7 @@ class Settings:
     out_dir: Path = Path("release/out")
     # Ordered base URLs; "upstream" means the URL in the catalog. A mirror holds assets at
     # BASE/<upstream host>/<upstream path> (kubespray's files_repo layout).
-    mirrors: tuple[str, ...] = ("upstream",)
+    mirrors: tuple[str, ...] = (UPSTREAM,)
     jobs: int = 4
     retries: int = 5
     timeout: float = 30.0
@@ -92,9 +93,9 @@ def _coerce(name: str, value: Any, where: str) -> Any:
             if not items:
                 raise ValueError("needs at least one base URL (or 'upstream')")
             for m in items:
-                if m != "upstream" and not str(m).startswith(("http://", "https://", "file://")):
+                if m != UPSTREAM and not str(m).startswith(("http://", "https://", "file://")):
                     raise ValueError(f"{m!r} is not an http(s) URL nor 'upstream'")
-            return tuple(str(m).rstrip("/") if m != "upstream" else m for m in items)
+            return tuple(str(m).rstrip("/") if m != UPSTREAM else m for m in items)
         if ftype.startswith("Path"):
             return Path(os.path.expanduser(str(value)))
         if ftype.startswith("int"):

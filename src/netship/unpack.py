@@ -128,10 +128,6 @@ def place_binary(blob: Path, dest: Path, name: str) -> list[str]:
     return [name]
 
 
-def is_within(root: Path, path: Path) -> bool:
-    return _inside(Path(os.path.realpath(root)), os.path.realpath(path))
-
-
 
 def member_ids(archive: Path, *, what: str, rename: Callable[[str], str] = lambda n: n) -> dict[str, str]:
     """What ``unpack_tar`` would write, as {name: id}, without writing anything.
